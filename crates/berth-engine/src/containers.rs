@@ -1,0 +1,405 @@
+//! Container records and their files: create, list, inspect, remove, and
+//! writing a standalone OCI bundle.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+
+use crate::config::ContainerConfig;
+use crate::db::{ContainerRow, ImageRow};
+use crate::images::image_config;
+use crate::spec::SpecContext;
+use crate::{files, io_err, names, now, rootfs, spec, user, Engine, EngineError};
+
+/// A created container, ready to start.
+pub struct Created {
+    pub row: ContainerRow,
+    pub config: ContainerConfig,
+    pub spec: oci_spec::runtime::Spec,
+    pub bundle: PathBuf,
+}
+
+/// The cgroup (relative to each hierarchy) of a container.
+pub fn cgroups_path(id: &str) -> String {
+    format!("/berth/{id}")
+}
+
+/// Start time of a process in clock ticks since boot (field 22 of
+/// /proc/PID/stat), to tell a PID from a later process that reused it.
+pub fn pid_start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    after.split(' ').nth(19)?.parse().ok()
+}
+
+/// RFC 3339 in UTC for seconds since the epoch.
+pub fn rfc3339(secs: i64) -> String {
+    let days = secs.div_euclid(86400);
+    let rem = secs.rem_euclid(86400);
+    let z = days + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// Whether `path` is a mount point (its device differs from its parent's).
+fn is_mountpoint(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(a), Some(Ok(b))) = (std::fs::metadata(path), path.parent().map(std::fs::metadata)) else {
+        return false;
+    };
+    a.dev() != b.dev()
+}
+
+impl Engine {
+    fn layer_dirs(&mut self, img: &ImageRow) -> Result<Vec<PathBuf>, EngineError> {
+        let store = self.store()?;
+        img.diff_ids
+            .iter()
+            .map(|d| {
+                if store.has_layer(d) {
+                    Ok(store.layer_path(d))
+                } else {
+                    Err(EngineError::Invalid(format!("layer {d} of image {} is missing from the store", img.id)))
+                }
+            })
+            .collect()
+    }
+
+    /// Creates a container: record, overlay rootfs, generated files and the
+    /// OCI bundle. All-or-nothing.
+    pub fn create(&mut self, cfg: ContainerConfig, console_size: Option<(u16, u16)>) -> Result<Created, EngineError> {
+        cfg.validate().map_err(EngineError::Invalid)?;
+        if let Some(n) = &cfg.name {
+            if !names::valid_name(n) {
+                return Err(EngineError::BadName(n.clone()));
+            }
+        }
+        let img = self.resolve_image(&cfg.image)?;
+        let layers = self.layer_dirs(&img)?;
+        let id = names::new_id();
+        let row = ContainerRow {
+            id: id.clone(),
+            name: cfg.name.clone().unwrap_or_else(names::new_name),
+            image_id: img.id.clone(),
+            image_ref: cfg.image.clone(),
+            created: now(),
+            state: "created".into(),
+            pid: 0,
+            pid_start: 0,
+            exit_code: 0,
+            oom_killed: false,
+            error: String::new(),
+            started_at: 0,
+            finished_at: 0,
+            config: serde_json::to_string(&cfg).unwrap_or_default(),
+        };
+        self.db().insert_container(&row)?;
+        let dir = self.container_dir(&id);
+        match self.prepare(&dir, &row, &img, &layers, &cfg, console_size) {
+            Ok(spec) => Ok(Created {
+                row,
+                config: cfg,
+                spec,
+                bundle: dir,
+            }),
+            Err(e) => {
+                let _ = rootfs::unmount(&dir.join("rootfs"));
+                let _ = rootfs::remove_tree(&dir);
+                let _ = self.db().delete_container(&id);
+                Err(e)
+            }
+        }
+    }
+
+    fn prepare(
+        &mut self,
+        dir: &Path,
+        row: &ContainerRow,
+        img: &ImageRow,
+        layers: &[PathBuf],
+        cfg: &ContainerConfig,
+        console_size: Option<(u16, u16)>,
+    ) -> Result<oci_spec::runtime::Spec, EngineError> {
+        let rootfs_dir = dir.join("rootfs");
+        for d in ["upper", "work", "rootfs"] {
+            let p = dir.join(d);
+            std::fs::create_dir_all(&p).map_err(io_err(format!("creating {}", p.display())))?;
+        }
+        rootfs::mount_overlay(layers, &dir.join("upper"), &dir.join("work"), &rootfs_dir)?;
+        let img_cfg = image_config(&img.config)?;
+        let hostname = cfg.hostname.clone().unwrap_or_else(|| row.id[..12].to_string());
+        files::write_etc_files(dir, &hostname)?;
+        let user_spec = cfg
+            .user
+            .clone()
+            .or_else(|| img_cfg.config().as_ref().and_then(|c| c.user().clone()))
+            .unwrap_or_default();
+        let user = user::resolve_user(&rootfs_dir, &user_spec)?;
+        let rootfs_str = rootfs_dir.display().to_string();
+        let spec = spec::build(
+            &img_cfg,
+            cfg,
+            &SpecContext {
+                id: &row.id,
+                hostname: &hostname,
+                rootfs: &rootfs_str,
+                etc_dir: dir,
+                user: &user,
+                cgroups_path: Some(cgroups_path(&row.id)),
+                console_size,
+            },
+        )?;
+        write_spec(dir, &spec)?;
+        Ok(spec)
+    }
+
+    /// `berth create --bundle-only DIR`: a self-contained OCI bundle
+    /// (config.json and a flattened rootfs directory) that any OCI runtime
+    /// can run. No container record is made.
+    pub fn write_bundle(&mut self, dir: &Path, cfg: &ContainerConfig) -> Result<(), EngineError> {
+        cfg.validate().map_err(EngineError::Invalid)?;
+        let img = self.resolve_image(&cfg.image)?;
+        let layers = self.layer_dirs(&img)?;
+        if dir.exists() && std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
+            return Err(EngineError::Invalid(format!("bundle directory {} exists and is not empty", dir.display())));
+        }
+        let created_dir = !dir.exists();
+        let result = self.fill_bundle(dir, &img, &layers, cfg);
+        if result.is_err() {
+            if created_dir {
+                let _ = rootfs::remove_tree(dir);
+            } else if let Ok(entries) = std::fs::read_dir(dir) {
+                for e in entries.flatten() {
+                    let _ = rootfs::remove_tree(&e.path());
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        result
+    }
+
+    fn fill_bundle(&mut self, dir: &Path, img: &ImageRow, layers: &[PathBuf], cfg: &ContainerConfig) -> Result<(), EngineError> {
+        let rootfs_dir = dir.join("rootfs");
+        std::fs::create_dir_all(&rootfs_dir).map_err(io_err(format!("creating {}", rootfs_dir.display())))?;
+        let id = names::new_id();
+        // Flatten the layers: mount them read-only somewhere private and copy.
+        let mnt = self.run_root.join(format!("flatten-{}", &id[..12]));
+        std::fs::create_dir_all(&mnt).map_err(io_err(format!("creating {}", mnt.display())))?;
+        let lower: Vec<String> = layers.iter().rev().map(|p| p.display().to_string()).collect();
+        let data = if lower.len() == 1 {
+            // overlayfs needs two lower layers without an upper; bind the one.
+            None
+        } else {
+            Some(format!("lowerdir={}", lower.join(":")))
+        };
+        let mount_res = match &data {
+            None => nix::mount::mount(Some(&layers[0]), &mnt, None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>),
+            Some(d) => nix::mount::mount(Some("overlay"), &mnt, Some("overlay"), nix::mount::MsFlags::MS_RDONLY, Some(d.as_str())),
+        };
+        mount_res.map_err(|e| io_err("mounting the image layers")(e.into()))?;
+        let copy = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(format!("{}/.", mnt.display()))
+            .arg(&rootfs_dir)
+            .status();
+        let _ = rootfs::unmount(&mnt);
+        let _ = std::fs::remove_dir(&mnt);
+        match copy {
+            Ok(s) if s.success() => {}
+            Ok(s) => return Err(EngineError::Invalid(format!("copying the image into {} failed ({s})", rootfs_dir.display()))),
+            Err(e) => return Err(io_err("running cp")(e)),
+        }
+        if data.is_none() {
+            remove_whiteouts(&rootfs_dir);
+        }
+        let img_cfg = image_config(&img.config)?;
+        let hostname = cfg.hostname.clone().unwrap_or_else(|| id[..12].to_string());
+        files::write_etc_files(dir, &hostname)?;
+        let user_spec = cfg
+            .user
+            .clone()
+            .or_else(|| img_cfg.config().as_ref().and_then(|c| c.user().clone()))
+            .unwrap_or_default();
+        let user = user::resolve_user(&rootfs_dir, &user_spec)?;
+        let abs_dir = std::fs::canonicalize(dir).map_err(io_err(format!("resolving {}", dir.display())))?;
+        let spec = spec::build(
+            &img_cfg,
+            cfg,
+            &SpecContext {
+                id: &id,
+                hostname: &hostname,
+                rootfs: "rootfs",
+                etc_dir: &abs_dir,
+                user: &user,
+                cgroups_path: None,
+                console_size: None,
+            },
+        )?;
+        write_spec(dir, &spec)
+    }
+
+    /// All containers; a "running" record whose process is gone is shown
+    /// (and stored) as exited, never as up.
+    pub fn containers(&mut self) -> Result<Vec<ContainerRow>, EngineError> {
+        let mut rows = self.db().containers()?;
+        for r in rows.iter_mut() {
+            self.reconcile_row(r)?;
+        }
+        Ok(rows)
+    }
+
+    pub fn find(&mut self, key: &str) -> Result<ContainerRow, EngineError> {
+        let mut row = self
+            .db()
+            .find_container(key)?
+            .ok_or_else(|| EngineError::NoSuchContainer(key.to_string()))?;
+        self.reconcile_row(&mut row)?;
+        Ok(row)
+    }
+
+    fn reconcile_row(&mut self, r: &mut ContainerRow) -> Result<(), EngineError> {
+        if r.state == "running" && pid_start_time(r.pid) != Some(r.pid_start) {
+            let error = "container process is gone (its berth process was killed or the host restarted)";
+            self.db().set_exited(&r.id, 255, false, error, now())?;
+            r.state = "exited".into();
+            r.exit_code = 255;
+            r.error = error.into();
+            r.pid = 0;
+        }
+        Ok(())
+    }
+
+    /// `berth rm [-f]`.
+    pub fn remove(&mut self, key: &str, force: bool) -> Result<String, EngineError> {
+        let row = self.find(key)?;
+        if row.state == "running" {
+            if !force {
+                return Err(EngineError::ContainerRunning(row.name));
+            }
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(row.pid), nix::sys::signal::SIGKILL);
+            for _ in 0..2000 {
+                if pid_start_time(row.pid) != Some(row.pid_start) {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
+        self.cleanup_files(&row.id)?;
+        self.db().delete_container(&row.id)?;
+        Ok(row.id)
+    }
+
+    /// Removes a container's cgroup, mount and directory.
+    pub(crate) fn cleanup_files(&mut self, id: &str) -> Result<(), EngineError> {
+        if let Ok(layout) = berth_sandbox::Layout::detect() {
+            berth_sandbox::Cgroup::at(&layout, Path::new(&cgroups_path(id))).destroy()?;
+        }
+        let dir = self.container_dir(id);
+        let rootfs_dir = dir.join("rootfs");
+        rootfs::unmount(&rootfs_dir)?;
+        if is_mountpoint(&rootfs_dir) {
+            return Err(EngineError::Invalid(format!("{} is still mounted; not removing it", rootfs_dir.display())));
+        }
+        rootfs::remove_tree(&dir)
+    }
+
+    /// `berth inspect`: Docker's shape, plus the host PID and the rootfs
+    /// path on the host.
+    pub fn inspect_container(&mut self, key: &str) -> Result<serde_json::Value, EngineError> {
+        let r = self.find(key)?;
+        let cfg: ContainerConfig = serde_json::from_str(&r.config).unwrap_or_default();
+        let dir = self.container_dir(&r.id);
+        let spec: Option<oci_spec::runtime::Spec> = std::fs::read(dir.join("config.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let process = spec.as_ref().and_then(|s| s.process().clone());
+        let args = process.as_ref().and_then(|p| p.args().clone()).unwrap_or_default();
+        let layers = self.db().image(&r.image_id)?.map(|i| i.diff_ids).unwrap_or_default();
+        let lower: Vec<String> = layers
+            .iter()
+            .rev()
+            .map(|d| self.root.join("image/layers").join(d.trim_start_matches("sha256:")).display().to_string())
+            .collect();
+        let status = r.state.clone();
+        Ok(json!({
+            "Id": r.id,
+            "Name": format!("/{}", r.name),
+            "Created": rfc3339(r.created),
+            "Path": args.first(),
+            "Args": args.get(1..).unwrap_or(&[]),
+            "State": {
+                "Status": status,
+                "Running": r.state == "running",
+                "Pid": r.pid,
+                "ExitCode": r.exit_code,
+                "OOMKilled": r.oom_killed,
+                "Error": r.error,
+                "StartedAt": if r.started_at > 0 { rfc3339(r.started_at) } else { "0001-01-01T00:00:00Z".into() },
+                "FinishedAt": if r.finished_at > 0 { rfc3339(r.finished_at) } else { "0001-01-01T00:00:00Z".into() },
+            },
+            "Image": r.image_id,
+            "ImageName": r.image_ref,
+            "Isolation": "container",
+            "BundlePath": dir,
+            "Rootfs": dir.join("rootfs"),
+            "Config": {
+                "Hostname": spec.as_ref().and_then(|s| s.hostname().clone()),
+                "User": cfg.user,
+                "Env": process.as_ref().and_then(|p| p.env().clone()),
+                "Cmd": cfg.cmd,
+                "Entrypoint": cfg.entrypoint,
+                "WorkingDir": process.as_ref().map(|p| p.cwd().clone()),
+                "Tty": cfg.tty,
+                "OpenStdin": cfg.interactive,
+                "Image": r.image_ref,
+            },
+            "HostConfig": {
+                "Memory": cfg.memory.unwrap_or(0),
+                "NanoCpus": cfg.cpus.map(|c| (c * 1e9) as i64).unwrap_or(0),
+                "PidsLimit": cfg.pids_limit,
+                "ReadonlyRootfs": cfg.read_only,
+                "AutoRemove": cfg.auto_remove,
+                "Binds": cfg.volumes.iter().map(|v| format!("{}:{}{}", v.source, v.target, if v.read_only { ":ro" } else { "" })).collect::<Vec<_>>(),
+                "CgroupParent": "/berth",
+            },
+            "GraphDriver": {
+                "Name": "overlay",
+                "Data": {
+                    "LowerDir": lower.join(":"),
+                    "UpperDir": dir.join("upper"),
+                    "WorkDir": dir.join("work"),
+                    "MergedDir": dir.join("rootfs"),
+                },
+            },
+        }))
+    }
+}
+
+fn write_spec(dir: &Path, spec: &oci_spec::runtime::Spec) -> Result<(), EngineError> {
+    let tmp = dir.join(".config.json.tmp");
+    let bytes = serde_json::to_vec_pretty(spec).map_err(|e| EngineError::Invalid(format!("serialising config.json: {e}")))?;
+    std::fs::write(&tmp, bytes).map_err(io_err(format!("writing {}", tmp.display())))?;
+    std::fs::rename(&tmp, dir.join("config.json")).map_err(io_err("writing config.json"))
+}
+
+/// After copying a single layer, its overlay whiteouts (0:0 char devices)
+/// are meaningless: drop them.
+fn remove_whiteouts(dir: &Path) {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let Ok(md) = e.metadata() else { continue };
+        if md.file_type().is_char_device() && md.rdev() == 0 {
+            let _ = std::fs::remove_file(e.path());
+        } else if md.is_dir() {
+            remove_whiteouts(&e.path());
+        }
+    }
+}

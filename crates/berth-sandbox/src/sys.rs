@@ -1,0 +1,178 @@
+//! The small syscall layer: every `unsafe` block of the sandbox lives here.
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::unistd::Pid;
+
+/// `clone(2)` with fork semantics (no new stack): returns `None` in the child
+/// and the child's PID in the parent. `flags` are `CLONE_NEW*` flags;
+/// `SIGCHLD` is added so the parent can wait for the child normally.
+///
+/// The caller must be single-threaded (berth never clones from a
+/// multi-threaded process): the child gets a copy of only the calling thread.
+pub fn clone_fork(flags: libc::c_int) -> io::Result<Option<Pid>> {
+    let flags = (flags | libc::SIGCHLD) as libc::c_ulong;
+    // SAFETY: a raw clone without CLONE_VM and with a NULL stack behaves like
+    // fork(2): the child runs on a copy-on-write copy of our address space and
+    // stack, so no Rust invariant is broken. The other pointer arguments are
+    // NULL, which clone accepts when the matching flags are absent.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            flags,
+            std::ptr::null_mut::<libc::c_void>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            0usize,
+        )
+    };
+    match ret {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(None),
+        pid => Ok(Some(Pid::from_raw(pid as libc::pid_t))),
+    }
+}
+
+/// Makes `fd` the controlling terminal of the calling session.
+pub fn set_controlling_tty(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: TIOCSCTTY takes an integer argument (0: do not steal); `fd` is a
+    // valid open descriptor for the duration of the call.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSCTTY, 0) };
+    if ret == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Window size of a terminal, as `TIOCGWINSZ` reports it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WinSize {
+    pub rows: u16,
+    pub cols: u16,
+}
+
+/// Reads the window size of the terminal `fd`; `None` when it is no terminal.
+pub fn get_winsize(fd: BorrowedFd<'_>) -> Option<WinSize> {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one `struct winsize` to the pointer, which
+    // points to a live, properly aligned local.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) };
+    (ret == 0).then_some(WinSize {
+        rows: ws.ws_row,
+        cols: ws.ws_col,
+    })
+}
+
+/// Sets the window size of the terminal `fd`.
+pub fn set_winsize(fd: BorrowedFd<'_>, size: WinSize) -> io::Result<()> {
+    let ws = libc::winsize {
+        ws_row: size.rows,
+        ws_col: size.cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one `struct winsize` from the pointer, which
+    // points to a live local.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    if ret == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Takes ownership of a raw descriptor received from the kernel.
+pub fn own_fd(fd: RawFd) -> OwnedFd {
+    // SAFETY: callers pass descriptors that were just handed to us by the
+    // kernel (SCM_RIGHTS) and are owned by nobody else.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// Borrows one of the standard descriptors (0, 1, 2), which stay open for
+/// the life of the process.
+pub fn std_fd(fd: RawFd) -> BorrowedFd<'static> {
+    debug_assert!((0..=2).contains(&fd));
+    // SAFETY: descriptors 0-2 are never closed by berth, so the borrow cannot
+    // outlive them.
+    unsafe { BorrowedFd::borrow_raw(fd) }
+}
+
+/// Resets every catchable signal to its default disposition (the child of a
+/// process that handled signals must not keep handlers pointing into code it
+/// is about to replace).
+pub fn reset_signal_dispositions() {
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: installing SIG_DFL is always sound; errors (for signal
+        // numbers the kernel reserves) are ignored on purpose.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+    }
+}
+
+/// `execve(2)` that returns only on failure.
+pub fn execve(path: &CStr, argv: &[&CStr], envp: &[&CStr]) -> io::Error {
+    match nix::unistd::execve(path, argv, envp) {
+        Err(e) => io::Error::from_raw_os_error(e as i32),
+        Ok(never) => match never {},
+    }
+}
+
+/// `setrlimit(2)` for any resource number.
+pub fn setrlimit(resource: libc::__rlimit_resource_t, lim: &libc::rlimit) -> io::Result<()> {
+    // SAFETY: `lim` points to a valid rlimit struct for the whole call.
+    let ret = unsafe { libc::setrlimit(resource, lim) };
+    if ret == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `getrlimit(2)` for any resource number.
+pub fn getrlimit(resource: libc::__rlimit_resource_t) -> io::Result<libc::rlimit> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit struct to a valid local.
+    let ret = unsafe { libc::getrlimit(resource, &mut lim) };
+    if ret == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(lim)
+}
+
+/// `dup2(fd, target)` for the standard descriptors 0-2 of a child about to
+/// exec; `fd` stays open.
+pub fn dup_onto(fd: BorrowedFd<'_>, target: RawFd) -> io::Result<()> {
+    if fd.as_raw_fd() == target {
+        // dup2 onto itself would keep FD_CLOEXEC set: clear it instead.
+        return nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()))
+            .map(|_| ())
+            .map_err(io::Error::from);
+    }
+    // SAFETY: dup2 only manipulates the descriptor table; `fd` is valid for
+    // the call and `target` is a standard stream number that we mean to
+    // replace.
+    let ret = unsafe { libc::dup2(fd.as_raw_fd(), target) };
+    if ret == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `_exit(2)`: ends a forked child without running atexit handlers or
+/// flushing buffers that belong to the parent.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and touches no Rust-managed state.
+    unsafe { libc::_exit(code) }
+}

@@ -1,0 +1,113 @@
+//! `berth run` and `berth create`.
+
+use anyhow::{bail, Context, Result};
+use berth_engine::{ContainerConfig, Engine, TmpfsMount, VolumeMount};
+
+use crate::cli::{ContainerOpts, CreateArgs, RunArgs};
+use crate::format::parse_bytes;
+
+pub fn run(engine: &mut Engine, a: RunArgs) -> Result<u8> {
+    let mut cfg = to_config(a.opts)?;
+    cfg.auto_remove = a.rm;
+    let (_, exit) = berth_engine::run::run_foreground(engine, cfg)?;
+    Ok(u8::try_from(exit.code & 0xff).unwrap_or(255))
+}
+
+pub fn create(engine: &mut Engine, a: CreateArgs) -> Result<u8> {
+    let mut cfg = to_config(a.opts)?;
+    cfg.auto_remove = a.rm;
+    match a.bundle_only {
+        Some(dir) => {
+            engine.write_bundle(&dir, &cfg)?;
+            println!("{}", dir.display());
+        }
+        None => {
+            let c = engine.create(cfg, None)?;
+            // A created container is started by `berth start` (not yet available);
+            // keep its files but release the rootfs mount until then.
+            println!("{}", c.row.id);
+        }
+    }
+    Ok(0)
+}
+
+fn env_value(entry: &str) -> Option<String> {
+    if entry.contains('=') {
+        Some(entry.to_string())
+    } else {
+        // `-e NAME` copies NAME from this environment; unset means omitted.
+        std::env::var(entry).ok().map(|v| format!("{entry}={v}"))
+    }
+}
+
+fn to_config(o: ContainerOpts) -> Result<ContainerConfig> {
+    let mut args = o.image_and_command.into_iter();
+    let image = args.next().context("an image name is required")?;
+    let mut env = Vec::new();
+    for file in &o.env_file {
+        let text = std::fs::read_to_string(file).with_context(|| format!("reading env file {}", file.display()))?;
+        for line in text.lines() {
+            let line = line.trim_start();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            env.extend(env_value(line));
+        }
+    }
+    for e in &o.env {
+        env.extend(env_value(e));
+    }
+    let mut volumes = Vec::new();
+    for v in &o.volume {
+        let parts: Vec<&str> = v.split(':').collect();
+        let (source, target, mode) = match parts.as_slice() {
+            [s, t] => (*s, *t, None),
+            [s, t, m] => (*s, *t, Some(*m)),
+            _ => bail!("invalid volume specification {v:?}: expected HOST:CONTAINER[:ro|rw]"),
+        };
+        let read_only = match mode {
+            None | Some("rw") => false,
+            Some("ro") => true,
+            Some(m) => bail!("invalid volume mode {m:?} in {v:?}: expected ro or rw"),
+        };
+        volumes.push(VolumeMount { source: source.into(), target: target.into(), read_only });
+    }
+    let tmpfs = o
+        .tmpfs
+        .iter()
+        .map(|t| match t.split_once(':') {
+            Some((path, opts)) => TmpfsMount { target: path.into(), options: opts.split(',').map(String::from).collect() },
+            None => TmpfsMount { target: t.clone(), options: Vec::new() },
+        })
+        .collect();
+    let memory = o
+        .memory
+        .as_deref()
+        .map(|m| parse_bytes(m).with_context(|| format!("invalid memory limit {m:?}")))
+        .transpose()?;
+    let cpus = o
+        .cpus
+        .as_deref()
+        .map(|c| c.parse::<f64>().map_err(|_| anyhow::anyhow!("invalid --cpus value {c:?}: not a number")))
+        .transpose()?;
+    let entrypoint = o.entrypoint.map(|e| if e.is_empty() { Vec::new() } else { vec![e] });
+    Ok(ContainerConfig {
+        image,
+        name: o.name,
+        cmd: args.collect(),
+        entrypoint,
+        env,
+        workdir: o.workdir,
+        user: o.user,
+        hostname: o.hostname,
+        read_only: o.read_only,
+        volumes,
+        tmpfs,
+        memory,
+        cpus,
+        pids_limit: o.pids_limit,
+        interactive: o.interactive,
+        tty: o.tty,
+        auto_remove: false,
+    })
+}
