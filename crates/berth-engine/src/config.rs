@@ -61,9 +61,13 @@ impl ContainerConfig {
             }
         }
         if let Some(c) = self.cpus {
-            let ncpu = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
-            if !(c > 0.0) || !c.is_finite() {
-                return Err(format!("invalid --cpus value {c}: must be a positive number"));
+            let ncpu = std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1) as f64;
+            if c.is_nan() || c <= 0.0 || !c.is_finite() {
+                return Err(format!(
+                    "invalid --cpus value {c}: must be a positive number"
+                ));
             }
             if c > ncpu {
                 return Err(format!("range of CPUs is from 0.01 to {ncpu:.2}, as there are only {ncpu} CPUs available"));
@@ -74,7 +78,10 @@ impl ContainerConfig {
                 return Err(format!("volume source {:?} must be an absolute path (named volumes are not supported yet)", v.source));
             }
             if !v.target.starts_with('/') {
-                return Err(format!("volume destination {:?} must be an absolute path", v.target));
+                return Err(format!(
+                    "volume destination {:?} must be an absolute path",
+                    v.target
+                ));
             }
             if !std::path::Path::new(&v.source).exists() {
                 return Err(format!("volume source {} does not exist", v.source));
@@ -82,12 +89,17 @@ impl ContainerConfig {
         }
         for t in &self.tmpfs {
             if !t.target.starts_with('/') {
-                return Err(format!("tmpfs destination {:?} must be an absolute path", t.target));
+                return Err(format!(
+                    "tmpfs destination {:?} must be an absolute path",
+                    t.target
+                ));
             }
         }
         if let Some(w) = &self.workdir {
             if !w.starts_with('/') {
-                return Err(format!("the working directory {w:?} is invalid, it needs to be an absolute path"));
+                return Err(format!(
+                    "the working directory {w:?} is invalid, it needs to be an absolute path"
+                ));
             }
         }
         for e in &self.env {

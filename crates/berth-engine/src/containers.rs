@@ -45,13 +45,21 @@ pub fn rfc3339(secs: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// Whether `path` is a mount point (its device differs from its parent's).
 fn is_mountpoint(path: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
-    let (Ok(a), Some(Ok(b))) = (std::fs::metadata(path), path.parent().map(std::fs::metadata)) else {
+    let (Ok(a), Some(Ok(b))) = (
+        std::fs::metadata(path),
+        path.parent().map(std::fs::metadata),
+    ) else {
         return false;
     };
     a.dev() != b.dev()
@@ -66,7 +74,10 @@ impl Engine {
                 if store.has_layer(d) {
                     Ok(store.layer_path(d))
                 } else {
-                    Err(EngineError::Invalid(format!("layer {d} of image {} is missing from the store", img.id)))
+                    Err(EngineError::Invalid(format!(
+                        "layer {d} of image {} is missing from the store",
+                        img.id
+                    )))
                 }
             })
             .collect()
@@ -74,7 +85,11 @@ impl Engine {
 
     /// Creates a container: record, overlay rootfs, generated files and the
     /// OCI bundle. All-or-nothing.
-    pub fn create(&mut self, cfg: ContainerConfig, console_size: Option<(u16, u16)>) -> Result<Created, EngineError> {
+    pub fn create(
+        &mut self,
+        cfg: ContainerConfig,
+        console_size: Option<(u16, u16)>,
+    ) -> Result<Created, EngineError> {
         cfg.validate().map_err(EngineError::Invalid)?;
         if let Some(n) = &cfg.name {
             if !names::valid_name(n) {
@@ -132,9 +147,18 @@ impl Engine {
             let p = dir.join(d);
             std::fs::create_dir_all(&p).map_err(io_err(format!("creating {}", p.display())))?;
         }
-        rootfs::mount_overlay(layers, &dir.join("upper"), &dir.join("work"), &rootfs_dir)?;
+        rootfs::mount_overlay(
+            layers,
+            &dir.join("upper"),
+            &dir.join("work"),
+            &rootfs_dir,
+            cfg.auto_remove,
+        )?;
         let img_cfg = image_config(&img.config)?;
-        let hostname = cfg.hostname.clone().unwrap_or_else(|| row.id[..12].to_string());
+        let hostname = cfg
+            .hostname
+            .clone()
+            .unwrap_or_else(|| row.id[..12].to_string());
         files::write_etc_files(dir, &hostname)?;
         let user_spec = cfg
             .user
@@ -167,8 +191,15 @@ impl Engine {
         cfg.validate().map_err(EngineError::Invalid)?;
         let img = self.resolve_image(&cfg.image)?;
         let layers = self.layer_dirs(&img)?;
-        if dir.exists() && std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
-            return Err(EngineError::Invalid(format!("bundle directory {} exists and is not empty", dir.display())));
+        if dir.exists()
+            && std::fs::read_dir(dir)
+                .map(|mut d| d.next().is_some())
+                .unwrap_or(true)
+        {
+            return Err(EngineError::Invalid(format!(
+                "bundle directory {} exists and is not empty",
+                dir.display()
+            )));
         }
         let created_dir = !dir.exists();
         let result = self.fill_bundle(dir, &img, &layers, cfg);
@@ -185,14 +216,25 @@ impl Engine {
         result
     }
 
-    fn fill_bundle(&mut self, dir: &Path, img: &ImageRow, layers: &[PathBuf], cfg: &ContainerConfig) -> Result<(), EngineError> {
+    fn fill_bundle(
+        &mut self,
+        dir: &Path,
+        img: &ImageRow,
+        layers: &[PathBuf],
+        cfg: &ContainerConfig,
+    ) -> Result<(), EngineError> {
         let rootfs_dir = dir.join("rootfs");
-        std::fs::create_dir_all(&rootfs_dir).map_err(io_err(format!("creating {}", rootfs_dir.display())))?;
+        std::fs::create_dir_all(&rootfs_dir)
+            .map_err(io_err(format!("creating {}", rootfs_dir.display())))?;
         let id = names::new_id();
         // Flatten the layers: mount them read-only somewhere private and copy.
         let mnt = self.run_root.join(format!("flatten-{}", &id[..12]));
         std::fs::create_dir_all(&mnt).map_err(io_err(format!("creating {}", mnt.display())))?;
-        let lower: Vec<String> = layers.iter().rev().map(|p| p.display().to_string()).collect();
+        let lower: Vec<String> = layers
+            .iter()
+            .rev()
+            .map(|p| p.display().to_string())
+            .collect();
         let data = if lower.len() == 1 {
             // overlayfs needs two lower layers without an upper; bind the one.
             None
@@ -200,8 +242,20 @@ impl Engine {
             Some(format!("lowerdir={}", lower.join(":")))
         };
         let mount_res = match &data {
-            None => nix::mount::mount(Some(&layers[0]), &mnt, None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>),
-            Some(d) => nix::mount::mount(Some("overlay"), &mnt, Some("overlay"), nix::mount::MsFlags::MS_RDONLY, Some(d.as_str())),
+            None => nix::mount::mount(
+                Some(&layers[0]),
+                &mnt,
+                None::<&str>,
+                nix::mount::MsFlags::MS_BIND,
+                None::<&str>,
+            ),
+            Some(d) => nix::mount::mount(
+                Some("overlay"),
+                &mnt,
+                Some("overlay"),
+                nix::mount::MsFlags::MS_RDONLY,
+                Some(d.as_str()),
+            ),
         };
         mount_res.map_err(|e| io_err("mounting the image layers")(e.into()))?;
         let copy = std::process::Command::new("cp")
@@ -213,7 +267,12 @@ impl Engine {
         let _ = std::fs::remove_dir(&mnt);
         match copy {
             Ok(s) if s.success() => {}
-            Ok(s) => return Err(EngineError::Invalid(format!("copying the image into {} failed ({s})", rootfs_dir.display()))),
+            Ok(s) => {
+                return Err(EngineError::Invalid(format!(
+                    "copying the image into {} failed ({s})",
+                    rootfs_dir.display()
+                )))
+            }
             Err(e) => return Err(io_err("running cp")(e)),
         }
         if data.is_none() {
@@ -228,7 +287,8 @@ impl Engine {
             .or_else(|| img_cfg.config().as_ref().and_then(|c| c.user().clone()))
             .unwrap_or_default();
         let user = user::resolve_user(&rootfs_dir, &user_spec)?;
-        let abs_dir = std::fs::canonicalize(dir).map_err(io_err(format!("resolving {}", dir.display())))?;
+        let abs_dir =
+            std::fs::canonicalize(dir).map_err(io_err(format!("resolving {}", dir.display())))?;
         let spec = spec::build(
             &img_cfg,
             cfg,
@@ -266,7 +326,8 @@ impl Engine {
 
     fn reconcile_row(&mut self, r: &mut ContainerRow) -> Result<(), EngineError> {
         if r.state == "running" && pid_start_time(r.pid) != Some(r.pid_start) {
-            let error = "container process is gone (its berth process was killed or the host restarted)";
+            let error =
+                "container process is gone (its berth process was killed or the host restarted)";
             self.db().set_exited(&r.id, 255, false, error, now())?;
             r.state = "exited".into();
             r.exit_code = 255;
@@ -283,7 +344,10 @@ impl Engine {
             if !force {
                 return Err(EngineError::ContainerRunning(row.name));
             }
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(row.pid), nix::sys::signal::SIGKILL);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(row.pid),
+                nix::sys::signal::SIGKILL,
+            );
             for _ in 0..2000 {
                 if pid_start_time(row.pid) != Some(row.pid_start) {
                     break;
@@ -305,7 +369,10 @@ impl Engine {
         let rootfs_dir = dir.join("rootfs");
         rootfs::unmount(&rootfs_dir)?;
         if is_mountpoint(&rootfs_dir) {
-            return Err(EngineError::Invalid(format!("{} is still mounted; not removing it", rootfs_dir.display())));
+            return Err(EngineError::Invalid(format!(
+                "{} is still mounted; not removing it",
+                rootfs_dir.display()
+            )));
         }
         rootfs::remove_tree(&dir)
     }
@@ -320,12 +387,25 @@ impl Engine {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
         let process = spec.as_ref().and_then(|s| s.process().clone());
-        let args = process.as_ref().and_then(|p| p.args().clone()).unwrap_or_default();
-        let layers = self.db().image(&r.image_id)?.map(|i| i.diff_ids).unwrap_or_default();
+        let args = process
+            .as_ref()
+            .and_then(|p| p.args().clone())
+            .unwrap_or_default();
+        let layers = self
+            .db()
+            .image(&r.image_id)?
+            .map(|i| i.diff_ids)
+            .unwrap_or_default();
         let lower: Vec<String> = layers
             .iter()
             .rev()
-            .map(|d| self.root.join("image/layers").join(d.trim_start_matches("sha256:")).display().to_string())
+            .map(|d| {
+                self.root
+                    .join("image/layers")
+                    .join(d.trim_start_matches("sha256:"))
+                    .display()
+                    .to_string()
+            })
             .collect();
         let status = r.state.clone();
         Ok(json!({
@@ -384,7 +464,8 @@ impl Engine {
 
 fn write_spec(dir: &Path, spec: &oci_spec::runtime::Spec) -> Result<(), EngineError> {
     let tmp = dir.join(".config.json.tmp");
-    let bytes = serde_json::to_vec_pretty(spec).map_err(|e| EngineError::Invalid(format!("serialising config.json: {e}")))?;
+    let bytes = serde_json::to_vec_pretty(spec)
+        .map_err(|e| EngineError::Invalid(format!("serialising config.json: {e}")))?;
     std::fs::write(&tmp, bytes).map_err(io_err(format!("writing {}", tmp.display())))?;
     std::fs::rename(&tmp, dir.join("config.json")).map_err(io_err("writing config.json"))
 }
@@ -393,7 +474,9 @@ fn write_spec(dir: &Path, spec: &oci_spec::runtime::Spec) -> Result<(), EngineEr
 /// are meaningless: drop them.
 fn remove_whiteouts(dir: &Path) {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in entries.flatten() {
         let Ok(md) = e.metadata() else { continue };
         if md.file_type().is_char_device() && md.rdev() == 0 {

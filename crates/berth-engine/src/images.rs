@@ -19,19 +19,27 @@ pub struct ImageSummary {
 }
 
 /// What an image's config says about how to run it.
-pub fn image_config(config_json: &[u8]) -> Result<oci_spec::image::ImageConfiguration, EngineError> {
+pub fn image_config(
+    config_json: &[u8],
+) -> Result<oci_spec::image::ImageConfiguration, EngineError> {
     serde_json::from_slice(config_json)
         .map_err(|e| EngineError::Invalid(format!("image config is not valid: {e}")))
 }
 
 fn familiar(name: &str) -> String {
-    Reference::parse(name).map(|r| r.familiar()).unwrap_or_else(|_| name.to_string())
+    Reference::parse(name)
+        .map(|r| r.familiar())
+        .unwrap_or_else(|_| name.to_string())
 }
 
 impl Engine {
     /// Imports an OCI layout or `docker save` archive; `tag` names the
     /// (single) image when the archive carries no name.
-    pub fn import(&mut self, reader: impl std::io::Read, tag: Option<&str>) -> Result<Vec<ImageSummary>, EngineError> {
+    pub fn import(
+        &mut self,
+        reader: impl std::io::Read,
+        tag: Option<&str>,
+    ) -> Result<Vec<ImageSummary>, EngineError> {
         let tag_ref = tag.map(Reference::parse_tagged).transpose()?;
         let imported = self.store()?.import(reader)?;
         let now = now();
@@ -88,7 +96,17 @@ impl Engine {
     /// Resolves a name, `name:tag`, `name@digest`, full or short ID.
     pub fn resolve_image(&mut self, name: &str) -> Result<crate::db::ImageRow, EngineError> {
         let db = self.db();
-        if let Ok(r) = Reference::parse_tagged(name) {
+        let parsed = Reference::parse_tagged(name);
+        if let Err(e) = &parsed {
+            if !name
+                .trim_start_matches("sha256:")
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit())
+            {
+                return Err(e.clone().into());
+            }
+        }
+        if let Ok(r) = parsed {
             if r.digest.is_none() {
                 if let Some(id) = db.tag_target(&r.to_string())? {
                     if let Some(row) = db.image(&id)? {
@@ -130,12 +148,24 @@ impl Engine {
     /// `berth image inspect`: Docker's shape, as far as it applies.
     pub fn inspect_image(&mut self, name: &str) -> Result<serde_json::Value, EngineError> {
         let img = self.resolve_image(name)?;
-        let tags: Vec<String> = self.db().tags_of(&img.id)?.iter().map(|t| familiar(t)).collect();
+        let tags: Vec<String> = self
+            .db()
+            .tags_of(&img.id)?
+            .iter()
+            .map(|t| familiar(t))
+            .collect();
         let config: serde_json::Value = serde_json::from_slice(&img.config).unwrap_or(json!({}));
         let layers: Vec<String> = img
             .diff_ids
             .iter()
-            .map(|d| self.root.join("image").join("layers").join(d.trim_start_matches("sha256:")).display().to_string())
+            .map(|d| {
+                self.root
+                    .join("image")
+                    .join("layers")
+                    .join(d.trim_start_matches("sha256:"))
+                    .display()
+                    .to_string()
+            })
             .collect();
         Ok(json!({
             "Id": img.id,
@@ -155,7 +185,9 @@ impl Engine {
     pub fn tag(&mut self, source: &str, target: &str) -> Result<(), EngineError> {
         let target = Reference::parse_tagged(target)?;
         if target.digest.is_some() {
-            return Err(EngineError::Invalid(format!("refusing to create a tag with a digest reference: {target}")));
+            return Err(EngineError::Invalid(format!(
+                "refusing to create a tag with a digest reference: {target}"
+            )));
         }
         let img = self.resolve_image(source)?;
         self.db().conn().execute(
@@ -180,7 +212,10 @@ impl Engine {
             }
         }
         let tags = self.db().tags_of(&img.id)?;
-        let by_tag = Reference::parse_tagged(name).ok().map(|r| r.to_string()).filter(|t| tags.contains(t));
+        let by_tag = Reference::parse_tagged(name)
+            .ok()
+            .map(|r| r.to_string())
+            .filter(|t| tags.contains(t));
         let mut lines = Vec::new();
         let tx = self.db().conn().transaction()?;
         let delete_image = match &by_tag {
@@ -225,8 +260,13 @@ impl Engine {
         }
         let root = self.root.join("image");
         let store = self.store()?;
-        for (dir, keep, layer) in [("layers", &keep_layers, true), ("blobs/sha256", &keep_blobs, false)] {
-            let Ok(entries) = std::fs::read_dir(root.join(dir)) else { continue };
+        for (dir, keep, layer) in [
+            ("layers", &keep_layers, true),
+            ("blobs/sha256", &keep_blobs, false),
+        ] {
+            let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
+                continue;
+            };
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
                 if name.len() != 64 {
@@ -250,7 +290,11 @@ impl Engine {
 /// Seconds since the epoch from an RFC 3339 timestamp (UTC or offset).
 pub fn parse_rfc3339(s: &str) -> Option<i64> {
     let b = s.as_bytes();
-    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || (b[10] != b'T' && b[10] != b't' && b[10] != b' ') {
+    if b.len() < 19
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || (b[10] != b'T' && b[10] != b't' && b[10] != b' ')
+    {
         return None;
     }
     let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
@@ -290,7 +334,10 @@ mod tests {
     fn rfc3339() {
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
         assert_eq!(parse_rfc3339("2023-11-14T22:13:20Z"), Some(1_700_000_000));
-        assert_eq!(parse_rfc3339("2023-11-14T23:13:20.123+01:00"), Some(1_700_000_000));
+        assert_eq!(
+            parse_rfc3339("2023-11-14T23:13:20.123+01:00"),
+            Some(1_700_000_000)
+        );
         assert_eq!(parse_rfc3339("nope"), None);
     }
 }

@@ -39,7 +39,9 @@ pub enum EngineError {
     BadName(String),
     #[error("unable to remove image {image}: image is being used by container {container} (use -f to force)")]
     ImageInUse { image: String, container: String },
-    #[error("unable to remove image {0}: it is tagged in more than one repository (use -f to force)")]
+    #[error(
+        "unable to remove image {0}: it is tagged in more than one repository (use -f to force)"
+    )]
     ImageMultiTagged(String),
     #[error("cannot remove running container {0}: stop it first or use -f")]
     ContainerRunning(String),
@@ -96,8 +98,11 @@ pub fn now() -> i64 {
 
 impl Engine {
     pub fn open(root: &Path, run_root: &Path) -> Result<Engine, EngineError> {
-        std::fs::create_dir_all(root).map_err(io_err(format!("creating {}", root.display())))?;
-        std::fs::create_dir_all(run_root).map_err(io_err(format!("creating {}", run_root.display())))?;
+        let containers = root.join("containers");
+        std::fs::create_dir_all(&containers)
+            .map_err(io_err(format!("creating {}", containers.display())))?;
+        std::fs::create_dir_all(run_root)
+            .map_err(io_err(format!("creating {}", run_root.display())))?;
         let db = db::Db::open(&root.join("berth.db"))?;
         Ok(Engine {
             root: root.to_path_buf(),

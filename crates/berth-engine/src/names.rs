@@ -3,14 +3,54 @@
 use std::io::Read;
 
 const LEFT: &[&str] = &[
-    "admiring", "brave", "clever", "dazzling", "eager", "focused", "gallant", "happy", "jolly",
-    "keen", "laughing", "modest", "nifty", "optimistic", "practical", "quirky", "relaxed",
-    "serene", "tender", "upbeat", "vibrant", "wizardly", "youthful", "zealous",
+    "admiring",
+    "brave",
+    "clever",
+    "dazzling",
+    "eager",
+    "focused",
+    "gallant",
+    "happy",
+    "jolly",
+    "keen",
+    "laughing",
+    "modest",
+    "nifty",
+    "optimistic",
+    "practical",
+    "quirky",
+    "relaxed",
+    "serene",
+    "tender",
+    "upbeat",
+    "vibrant",
+    "wizardly",
+    "youthful",
+    "zealous",
 ];
 const RIGHT: &[&str] = &[
-    "albattani", "babbage", "curie", "darwin", "euclid", "feynman", "galileo", "hopper",
-    "johnson", "kepler", "lovelace", "meitner", "noether", "pasteur", "ritchie", "shannon",
-    "thompson", "turing", "varahamihira", "wozniak", "yonath", "zhukovsky",
+    "albattani",
+    "babbage",
+    "curie",
+    "darwin",
+    "euclid",
+    "feynman",
+    "galileo",
+    "hopper",
+    "johnson",
+    "kepler",
+    "lovelace",
+    "meitner",
+    "noether",
+    "pasteur",
+    "ritchie",
+    "shannon",
+    "thompson",
+    "turing",
+    "varahamihira",
+    "wozniak",
+    "yonath",
+    "zhukovsky",
 ];
 
 fn random_bytes<const N: usize>() -> [u8; N] {
@@ -40,5 +80,6 @@ pub fn valid_name(name: &str) -> bool {
     !b.is_empty()
         && b.len() <= 128
         && b[0].is_ascii_alphanumeric()
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }

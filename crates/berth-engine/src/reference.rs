@@ -16,7 +16,7 @@ pub struct Reference {
     pub digest: Option<String>,
 }
 
-#[derive(thiserror::Error, Debug, PartialEq, Eq)]
+#[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
 #[error("invalid reference format: {reason}: {input:?}")]
 pub struct ReferenceError {
     pub input: String,
@@ -67,17 +67,26 @@ fn tag_ok(t: &str) -> bool {
     !b.is_empty()
         && b.len() <= 128
         && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
 fn digest_ok(d: &str) -> bool {
     match d.split_once(':') {
-        Some(("sha256", hex)) => hex.len() == 64 && hex.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')),
+        Some(("sha256", hex)) => {
+            hex.len() == 64 && hex.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+        }
         Some((alg, hex)) => {
             !alg.is_empty()
-                && alg.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'+' | b'.' | b'_' | b'-'))
+                && alg.bytes().all(|c| {
+                    c.is_ascii_lowercase()
+                        || c.is_ascii_digit()
+                        || matches!(c, b'+' | b'.' | b'_' | b'-')
+                })
                 && hex.len() >= 32
-                && hex.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'=' || c == b'_' || c == b'-')
+                && hex
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'=' || c == b'_' || c == b'-')
         }
         None => false,
     }
@@ -121,13 +130,20 @@ impl Reference {
         }
         let (domain, path) = match name.split_once('/') {
             Some((first, remainder))
-                if first.contains('.') || first.contains(':') || first == "localhost" || first.chars().any(|c| c.is_ascii_uppercase()) =>
+                if first.contains('.')
+                    || first.contains(':')
+                    || first == "localhost"
+                    || first.chars().any(|c| c.is_ascii_uppercase()) =>
             {
                 (first.to_string(), remainder.to_string())
             }
             _ => (DEFAULT_DOMAIN.to_string(), name.to_string()),
         };
-        if domain.is_empty() || !domain.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b':' | b'[' | b']')) {
+        if domain.is_empty()
+            || !domain
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b':' | b'[' | b']'))
+        {
             return Err(bad("invalid registry host"));
         }
         if path.chars().any(|c| c.is_ascii_uppercase()) {
@@ -144,7 +160,12 @@ impl Reference {
         if path.len() > 255 {
             return Err(bad("repository name is too long"));
         }
-        Ok(Reference { domain, path, tag, digest })
+        Ok(Reference {
+            domain,
+            path,
+            tag,
+            digest,
+        })
     }
 
     /// Like [`parse`](Self::parse), adding the `latest` tag when neither a tag
@@ -178,7 +199,10 @@ impl Reference {
 
     pub fn familiar_repository(&self) -> String {
         if self.domain == DEFAULT_DOMAIN {
-            self.path.strip_prefix("library/").unwrap_or(&self.path).to_string()
+            self.path
+                .strip_prefix("library/")
+                .unwrap_or(&self.path)
+                .to_string()
         } else {
             format!("{}/{}", self.domain, self.path)
         }
@@ -210,7 +234,10 @@ mod tests {
         let r = Reference::parse("user/app:1.0").unwrap();
         assert_eq!(r.to_string(), "docker.io/user/app:1.0");
         let r = Reference::parse("localhost:5000/app").unwrap();
-        assert_eq!((r.domain.as_str(), r.path.as_str(), r.tag.as_deref()), ("localhost:5000", "app", None));
+        assert_eq!(
+            (r.domain.as_str(), r.path.as_str(), r.tag.as_deref()),
+            ("localhost:5000", "app", None)
+        );
         let r = Reference::parse("quay.io/a/b/c:v1").unwrap();
         assert_eq!(r.familiar(), "quay.io/a/b/c:v1");
         let d = format!("sha256:{}", "a".repeat(64));
@@ -223,7 +250,18 @@ mod tests {
 
     #[test]
     fn rejects_malformed() {
-        for bad in ["", "Busybox", "busybox:", "busybox:-x", "a//b", "busybox@sha256:zz", "-a", "a-", "a..b:1", ":tag"] {
+        for bad in [
+            "",
+            "Busybox",
+            "busybox:",
+            "busybox:-x",
+            "a//b",
+            "busybox@sha256:zz",
+            "-a",
+            "a-",
+            "a..b:1",
+            ":tag",
+        ] {
             assert!(Reference::parse(bad).is_err(), "{bad:?} should be rejected");
         }
     }

@@ -86,7 +86,11 @@ impl Engine {
         let cg_path = linux
             .and_then(|l| l.cgroups_path().clone())
             .unwrap_or_else(|| crate::containers::cgroups_path(&id).into());
-        let cgroup = berth_sandbox::Cgroup::create(&layout, &cg_path, linux.and_then(|l| l.resources().as_ref()))?;
+        let cgroup = berth_sandbox::Cgroup::create(
+            &layout,
+            &cg_path,
+            linux.and_then(|l| l.resources().as_ref()),
+        )?;
 
         let mask = signal_set();
         let mut old = SigSet::empty();
@@ -102,25 +106,39 @@ impl Engine {
             Ok(code) => {
                 // OOM kills show as SIGKILL (137), as with Docker.
                 self.db().set_exited(&id, code, oom, "", now())?;
-                Ok(Exit { code, oom_killed: oom })
+                Ok(Exit {
+                    code,
+                    oom_killed: oom,
+                })
             }
             Err(e) => {
-                self.db().set_exited(&id, e.exit_code(), false, &e.to_string(), now())?;
+                self.db()
+                    .set_exited(&id, e.exit_code(), false, &e.to_string(), now())?;
                 Err(e)
             }
         }
     }
 
-    fn spawn_and_wait(&mut self, c: &Created, cgroup: &berth_sandbox::Cgroup, mask: &SigSet) -> Result<i32, EngineError> {
+    fn spawn_and_wait(
+        &mut self,
+        c: &Created,
+        cgroup: &berth_sandbox::Cgroup,
+        mask: &SigSet,
+    ) -> Result<i32, EngineError> {
         let sfd = SignalFd::with_flags(mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
             .map_err(|e| io_err("creating a signalfd")(e.into()))?;
         let cfg = &c.config;
         let stdin = if cfg.interactive {
             None
         } else {
-            Some(std::fs::File::open("/dev/null").map_err(io_err("opening /dev/null"))?.into())
+            Some(
+                std::fs::File::open("/dev/null")
+                    .map_err(io_err("opening /dev/null"))?
+                    .into(),
+            )
         };
         let rootfs = c.bundle.join("rootfs");
+        let cache = self.run_root.join("seccomp");
         let started = berth_sandbox::spawn(berth_sandbox::SpawnOptions {
             spec: &c.spec,
             rootfs: &rootfs,
@@ -131,10 +149,12 @@ impl Engine {
                 stderr: None,
                 terminal: cfg.tty,
             },
+            seccomp_cache: Some(&cache),
         })?;
         let pid = started.pid;
         let start = pid_start_time(pid.as_raw()).unwrap_or(0);
-        self.db().set_running(&c.row.id, pid.as_raw(), start, now())?;
+        self.db()
+            .set_running(&c.row.id, pid.as_raw(), start, now())?;
         wait_loop(pid, &sfd, started.pty_master, cfg.interactive)
     }
 }
@@ -147,13 +167,19 @@ fn status_code(st: WaitStatus) -> Option<i32> {
     }
 }
 
-fn wait_loop(pid: Pid, sfd: &SignalFd, pty: Option<OwnedFd>, interactive: bool) -> Result<i32, EngineError> {
+fn wait_loop(
+    pid: Pid,
+    sfd: &SignalFd,
+    pty: Option<OwnedFd>,
+    interactive: bool,
+) -> Result<i32, EngineError> {
     let _raw = match (&pty, interactive) {
         (Some(_), true) => RawMode::enter(),
         _ => None,
     };
     if let (Some(m), Some((rows, cols))) = (&pty, terminal_size()) {
-        let _ = berth_sandbox::sys::set_winsize(m.as_fd(), berth_sandbox::sys::WinSize { rows, cols });
+        let _ =
+            berth_sandbox::sys::set_winsize(m.as_fd(), berth_sandbox::sys::WinSize { rows, cols });
     }
     let mut code: Option<i32> = None;
     let mut pty_open = pty.is_some();
@@ -175,7 +201,11 @@ fn wait_loop(pid: Pid, sfd: &SignalFd, pty: Option<OwnedFd>, interactive: bool) 
             fds.len() - 1
         });
         // Once the process is gone, drain the pty without blocking forever.
-        let timeout = if code.is_some() { PollTimeout::from(200u16) } else { PollTimeout::NONE };
+        let timeout = if code.is_some() {
+            PollTimeout::from(200u16)
+        } else {
+            PollTimeout::NONE
+        };
         match poll(&mut fds, timeout) {
             Ok(0) if code.is_some() => break,
             Ok(_) => {}
@@ -183,8 +213,9 @@ fn wait_loop(pid: Pid, sfd: &SignalFd, pty: Option<OwnedFd>, interactive: bool) 
             Err(e) => return Err(io_err("poll")(e.into())),
         }
         let ready = |i: Option<usize>| {
-            i.and_then(|i| fds[i].revents())
-                .is_some_and(|r| r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR))
+            i.and_then(|i| fds[i].revents()).is_some_and(|r| {
+                r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
+            })
         };
         let (sig_ready, pty_ready, in_ready) = (ready(Some(0)), ready(pty_idx), ready(stdin_idx));
         if sig_ready {
@@ -203,7 +234,10 @@ fn wait_loop(pid: Pid, sfd: &SignalFd, pty: Option<OwnedFd>, interactive: bool) 
                     }
                 } else if signo == libc::SIGWINCH {
                     if let (Some(m), Some((rows, cols))) = (&pty, terminal_size()) {
-                        let _ = berth_sandbox::sys::set_winsize(m.as_fd(), berth_sandbox::sys::WinSize { rows, cols });
+                        let _ = berth_sandbox::sys::set_winsize(
+                            m.as_fd(),
+                            berth_sandbox::sys::WinSize { rows, cols },
+                        );
                     }
                 } else if let Ok(sig) = Signal::try_from(signo) {
                     let _ = kill(pid, sig);
@@ -255,7 +289,10 @@ fn write_all_fd(fd: &OwnedFd, mut data: &[u8]) -> nix::Result<()> {
 }
 
 /// Used by `berth run`: create, start attached, and remove with `--rm`.
-pub fn run_foreground(engine: &mut Engine, cfg: crate::ContainerConfig) -> Result<(String, Exit), EngineError> {
+pub fn run_foreground(
+    engine: &mut Engine,
+    cfg: crate::ContainerConfig,
+) -> Result<(String, Exit), EngineError> {
     let auto_remove = cfg.auto_remove;
     let console = if cfg.tty { terminal_size() } else { None };
     let created = engine.create(cfg, console)?;

@@ -71,7 +71,12 @@ pub fn command(img: &ImageConfiguration, cfg: &ContainerConfig) -> Vec<String> {
 }
 
 /// Image Env, then the user's, later keys replacing earlier ones in place.
-pub fn environment(img: &ImageConfiguration, cfg: &ContainerConfig, hostname: &str, home: &str) -> Vec<String> {
+pub fn environment(
+    img: &ImageConfiguration,
+    cfg: &ContainerConfig,
+    hostname: &str,
+    home: &str,
+) -> Vec<String> {
     let mut env: Vec<String> = Vec::new();
     let mut set = |kv: &str| {
         let key = kv.split('=').next().unwrap_or(kv);
@@ -85,7 +90,12 @@ pub fn environment(img: &ImageConfiguration, cfg: &ContainerConfig, hostname: &s
     if cfg.tty {
         set("TERM=xterm");
     }
-    for e in img.config().as_ref().and_then(|c| c.env().clone()).unwrap_or_default() {
+    for e in img
+        .config()
+        .as_ref()
+        .and_then(|c| c.env().clone())
+        .unwrap_or_default()
+    {
         set(&e);
     }
     for e in &cfg.env {
@@ -126,7 +136,9 @@ fn default_device_rules() -> Value {
         ("c", Some(136), None),
         ("c", Some(10), Some(200)),
     ] {
-        rules.push(json!({"allow": true, "type": typ, "major": major, "minor": minor, "access": "rwm"}));
+        rules.push(
+            json!({"allow": true, "type": typ, "major": major, "minor": minor, "access": "rwm"}),
+        );
     }
     rules.push(json!({"allow": true, "type": "c", "access": "m"}));
     rules.push(json!({"allow": true, "type": "b", "access": "m"}));
@@ -143,10 +155,16 @@ fn default_device_rules() -> Value {
 }
 
 /// Builds the runtime spec.
-pub fn build(img: &ImageConfiguration, cfg: &ContainerConfig, ctx: &SpecContext<'_>) -> Result<Spec, EngineError> {
+pub fn build(
+    img: &ImageConfiguration,
+    cfg: &ContainerConfig,
+    ctx: &SpecContext<'_>,
+) -> Result<Spec, EngineError> {
     let args = command(img, cfg);
     if args.is_empty() {
-        return Err(EngineError::Invalid("no command specified: the image has no Cmd or Entrypoint and none was given".into()));
+        return Err(EngineError::Invalid(
+            "no command specified: the image has no Cmd or Entrypoint and none was given".into(),
+        ));
     }
     let env = environment(img, cfg, ctx.hostname, &ctx.user.home);
     let cwd = cfg
@@ -178,12 +196,16 @@ pub fn build(img: &ImageConfiguration, cfg: &ContainerConfig, ctx: &SpecContext<
         if v.read_only {
             opts.push("ro");
         }
-        mounts.push(json!({"destination": v.target, "type": "bind", "source": v.source, "options": opts}));
+        mounts.push(
+            json!({"destination": v.target, "type": "bind", "source": v.source, "options": opts}),
+        );
     }
     for t in &cfg.tmpfs {
         let mut opts: Vec<String> = vec!["nosuid".into(), "nodev".into(), "noexec".into()];
         opts.extend(t.options.iter().cloned());
-        mounts.push(json!({"destination": t.target, "type": "tmpfs", "source": "tmpfs", "options": opts}));
+        mounts.push(
+            json!({"destination": t.target, "type": "tmpfs", "source": "tmpfs", "options": opts}),
+        );
     }
 
     let mut resources = json!({"devices": default_device_rules()});
@@ -240,5 +262,6 @@ pub fn build(img: &ImageConfiguration, cfg: &ContainerConfig, ctx: &SpecContext<
         "annotations": {"run.berth.id": ctx.id},
         "linux": linux,
     });
-    serde_json::from_value(spec).map_err(|e| EngineError::Invalid(format!("building the runtime spec: {e}")))
+    serde_json::from_value(spec)
+        .map_err(|e| EngineError::Invalid(format!("building the runtime spec: {e}")))
 }

@@ -18,10 +18,15 @@ pub struct ResolvedUser {
 }
 
 fn read_in_root(rootfs: &Path, path: &str) -> String {
-    let Ok(root) = nix::fcntl::open(rootfs, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty()) else {
+    let Ok(root) = nix::fcntl::open(
+        rootfs,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    ) else {
         return String::new();
     };
-    let Ok(fd) = berth_sandbox::safepath::open_in_root(&root, Path::new(path), OFlag::O_RDONLY) else {
+    let Ok(fd) = berth_sandbox::safepath::open_in_root(&root, Path::new(path), OFlag::O_RDONLY)
+    else {
         return String::new();
     };
     let mut s = String::new();
@@ -57,7 +62,10 @@ fn groups(text: &str) -> impl Iterator<Item = (&str, u32, Vec<&str>)> {
         if f.len() < 3 {
             return None;
         }
-        let members = f.get(3).map(|m| m.split(',').filter(|s| !s.is_empty()).collect()).unwrap_or_default();
+        let members = f
+            .get(3)
+            .map(|m| m.split(',').filter(|s| !s.is_empty()).collect())
+            .unwrap_or_default();
         Some((f[0], f[2].parse().ok()?, members))
     })
 }
@@ -88,7 +96,11 @@ pub fn resolve_user(rootfs: &Path, spec: &str) -> Result<ResolvedUser, EngineErr
             Err(_) => groups(&group_text)
                 .find(|(n, _, _)| *n == g)
                 .map(|(_, id, _)| id)
-                .ok_or_else(|| EngineError::Invalid(format!("unable to find group {g}: no matching entries in group file")))?,
+                .ok_or_else(|| {
+                    EngineError::Invalid(format!(
+                        "unable to find group {g}: no matching entries in group file"
+                    ))
+                })?,
         };
     }
     let mut additional = Vec::new();

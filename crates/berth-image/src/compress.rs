@@ -10,7 +10,7 @@ const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
 /// How a stream is compressed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Compression {
+pub(crate) enum Compression {
     None,
     Gzip,
     Zstd,
@@ -18,7 +18,7 @@ pub enum Compression {
 
 impl Compression {
     /// Detects the compression from the first bytes of a stream.
-    pub fn detect(head: &[u8]) -> Compression {
+    pub(crate) fn detect(head: &[u8]) -> Compression {
         if head.starts_with(&ZSTD_MAGIC) {
             Compression::Zstd
         } else if head.starts_with(&GZIP_MAGIC) {
@@ -26,6 +26,33 @@ impl Compression {
         } else {
             Compression::None
         }
+    }
+}
+
+/// A reader that remembers whether it ever hit end of file. A tar reader
+/// that stops at the end-of-archive marker never does; one that reads into
+/// EOF found a truncated archive.
+pub(crate) struct EofWatch<R> {
+    inner: R,
+    pub hit_eof: bool,
+}
+
+impl<R: Read> EofWatch<R> {
+    pub(crate) fn new(inner: R) -> Self {
+        EofWatch {
+            inner,
+            hit_eof: false,
+        }
+    }
+}
+
+impl<R: Read> Read for EofWatch<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.hit_eof = true;
+        }
+        Ok(n)
     }
 }
 

@@ -12,7 +12,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use oci_spec::image::ImageConfiguration;
 
@@ -40,6 +40,7 @@ pub struct ImportedImage {
     /// "latest"). When an archive has both `index.json` and `manifest.json`
     /// (docker 25+), `RepoTags` are used for images the index leaves unnamed.
     pub repo_tags: Vec<String>,
+    /// The parsed image config.
     pub config: ImageConfiguration,
     /// The config blob's bytes, exactly as stored.
     pub config_json: Vec<u8>,
@@ -94,7 +95,7 @@ impl Store {
         }
 
         let mut done = Committed::default();
-        if let Err(e) = self.commit(&plans, &new_layers, &mut done) {
+        if let Err(e) = self.commit(&plans, &new_layers, &verified, &mut done) {
             self.undo(done);
             return Err(e);
         }
@@ -104,31 +105,28 @@ impl Store {
             .collect())
     }
 
-    /// Unpacks (or, if the store has it, only verifies) one layer.
+    /// Unpacks one layer, or only verifies the blob against the diff id
+    /// when the layer is already there but this blob is not known to
+    /// produce it (e.g. the same layer with another compression).
     fn prepare_layer(
         &self,
         blob: &BlobRef,
         diff_id: &str,
-        layers_dir: &std::path::Path,
+        layers_dir: &Path,
         new_layers: &mut HashMap<String, NewLayer>,
         verified: &mut HashSet<(String, String)>,
     ) -> Result<(), ImageError> {
+        let key = (blob.digest.clone(), diff_id.to_owned());
+        if verified.contains(&key) || self.layer_knows_blob(diff_id, &blob.digest) {
+            return Ok(());
+        }
         let mismatch = |actual: String| ImageError::DiffIdMismatch {
             layer: blob.digest.clone(),
             expected: diff_id.to_owned(),
             actual,
         };
-        let key = (blob.digest.clone(), diff_id.to_owned());
-        if verified.contains(&key) {
-            return Ok(());
-        }
-        let have_layer = new_layers.contains_key(diff_id) || self.has_layer(diff_id);
-        if have_layer && (blob.in_store || self.has_blob(&blob.digest)) {
-            return Ok(());
-        }
         let file = File::open(&blob.path).map_err(|e| ImageError::io("open", &blob.path, e))?;
-        if have_layer {
-            // Same layer, new blob (e.g. another compression): verify only.
+        if new_layers.contains_key(diff_id) || self.has_layer(diff_id) {
             let in_layer =
                 |e: std::io::Error| ImageError::Corrupt(e.to_string()).in_layer(&blob.digest);
             let (_, stream) = decompress(file).map_err(in_layer)?;
@@ -166,6 +164,7 @@ impl Store {
         &self,
         plans: &[Plan],
         new_layers: &HashMap<String, NewLayer>,
+        verified: &HashSet<(String, String)>,
         done: &mut Committed,
     ) -> Result<(), ImageError> {
         let mut placed: HashSet<&str> = HashSet::new();
@@ -180,17 +179,27 @@ impl Store {
                 }
             }
         }
-        for layer in new_layers.values() {
+        for (diff_id, layer) in new_layers {
             let info = self.layerinfo_path(&layer.hex);
-            let tmp = layer.dir.with_extension("size");
-            fs::write(&tmp, format!("{}\n", layer.size))
-                .map_err(|e| ImageError::io("write", &tmp, e))?;
+            let tmp = layer.dir.with_extension("info");
+            let mut text = format!("{}\n", layer.size);
+            for (blob, _) in verified.iter().filter(|(_, d)| d == diff_id) {
+                text.push_str(blob);
+                text.push('\n');
+            }
+            fs::write(&tmp, text).map_err(|e| ImageError::io("write", &tmp, e))?;
             if rename_noreplace(&tmp, &info)? {
                 done.files.push(info);
             }
-            let to = self.layer_path(&format!("sha256:{}", layer.hex));
+            let to = self.layer_path(diff_id);
             if rename_noreplace(&layer.dir, &to)? {
                 done.dirs.push(to);
+            }
+        }
+        // Blobs newly verified against layers that were already there.
+        for (blob, diff_id) in verified {
+            if !new_layers.contains_key(diff_id) {
+                self.layer_add_blob(diff_id, blob)?;
             }
         }
         Ok(())

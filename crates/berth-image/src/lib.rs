@@ -7,6 +7,19 @@
 //!   `docker save` tarball (plain, gzip or zstd).
 //! * [`unpack_layer`]: the confined OCI layer unpacker (whiteouts as 0:0
 //!   character devices, opaque directories as `trusted.overlay.opaque=y`).
+//!
+//! ```
+//! # fn main() -> Result<(), berth_image::ImageError> {
+//! let dir = tempfile::tempdir().unwrap();
+//! let store = berth_image::Store::open(&dir.path().join("image"))?;
+//! let digest = store.write_blob(br#"{"hello":"world"}"#)?;
+//! assert_eq!(store.read_blob(&digest)?, br#"{"hello":"world"}"#);
+//! // An empty tar is not an image archive: nothing changes in the store.
+//! let err = store.import(&[0u8; 1024][..]).unwrap_err();
+//! assert_eq!(err.to_string(), "archive has neither index.json nor manifest.json");
+//! assert_eq!(store.list_layers()?.len(), 0);
+//! # Ok(()) }
+//! ```
 
 mod compress;
 mod digest;
@@ -18,7 +31,6 @@ mod store;
 mod sys;
 mod unpack;
 
-pub use compress::Compression;
 pub use digest::{sha256_digest, sha256_hex};
 pub use error::ImageError;
 pub use import::ImportedImage;

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use tar::EntryType;
 
-use crate::compress::{decompress, BUF_SIZE};
+use crate::compress::{decompress, EofWatch, BUF_SIZE};
 use crate::digest::{is_sha256_hex, sha256_hex, Hasher};
 use crate::store::Store;
 use crate::sys::remove_tree;
@@ -76,7 +76,7 @@ impl Staging {
             links: HashMap::new(),
         };
         let (_, stream) = decompress(reader).map_err(corrupt)?;
-        let mut archive = tar::Archive::new(stream);
+        let mut archive = tar::Archive::new(EofWatch::new(stream));
         let mut buf = vec![0u8; BUF_SIZE];
         let mut seq = 0u64;
         for entry in archive.entries().map_err(corrupt)? {
@@ -109,6 +109,14 @@ impl Staging {
                 _ => {}
             }
         }
+        let mut rest = archive.into_inner();
+        if rest.hit_eof {
+            return Err(ImageError::Corrupt(
+                "archive ends without an end-of-archive marker".into(),
+            ));
+        }
+        // Read the trailer too, so a compressed stream's checksum is checked.
+        io::copy(&mut rest, &mut io::sink()).map_err(corrupt)?;
         Ok(staging)
     }
 

@@ -16,6 +16,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::errno::Errno;
 use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
+use nix::sys::signal::kill;
+use nix::unistd::Pid;
 
 use crate::digest::{is_sha256_hex, sha256_hex};
 use crate::sys::remove_tree;
@@ -94,8 +96,8 @@ impl Store {
         if !self.has_layer(diff_id) {
             return None;
         }
-        let text = fs::read_to_string(self.root.join("layerinfo").join(hex)).ok()?;
-        text.trim().parse().ok()
+        let text = fs::read_to_string(self.layerinfo_path(hex)).ok()?;
+        text.lines().find_map(|l| l.parse().ok())
     }
 
     /// Diff ids of all unpacked layers.
@@ -175,19 +177,26 @@ impl Store {
         self.list(&self.root.join("blobs/sha256"))
     }
 
-    /// Removes staging leftovers (of crashed imports) older than `age`.
-    /// Staging of imports running now is younger, so it is safe to call at
-    /// daemon start with an age of minutes.
-    pub fn clean_tmp(&self, age: Duration) -> Result<(), ImageError> {
+    /// Removes staging leftovers of crashed imports: entries of `tmp/` at
+    /// least `min_age` old whose creating process no longer exists. Safe to
+    /// call while other processes import into the same store.
+    pub fn clean_tmp(&self, min_age: Duration) -> Result<(), ImageError> {
         let tmp = self.root.join("tmp");
         let rd = fs::read_dir(&tmp).map_err(|e| ImageError::io("read", &tmp, e))?;
         let now = SystemTime::now();
         for ent in rd.flatten() {
+            let name = ent.file_name();
+            let pid = name
+                .to_str()
+                .and_then(|n| n.split('-').nth(1))
+                .and_then(|p| p.parse::<i32>().ok());
+            let alive =
+                pid.is_some_and(|p| !matches!(kill(Pid::from_raw(p), None), Err(Errno::ESRCH)));
             let old = ent
                 .metadata()
                 .and_then(|m| m.modified())
-                .is_ok_and(|t| now.duration_since(t).unwrap_or_default() >= age);
-            if old {
+                .is_ok_and(|t| now.duration_since(t).unwrap_or_default() >= min_age);
+            if old && !alive {
                 let p = ent.path();
                 remove_tree(&p).map_err(|e| ImageError::io("remove", &p, e))?;
             }
@@ -221,7 +230,33 @@ impl Store {
             .join(format!("{what}-{}-{seq}-{nanos}", std::process::id()))
     }
 
+    /// `layerinfo/<diff-id-hex>`: a line with the unpacked size, and one
+    /// line per blob digest verified to uncompress to this layer.
     pub(crate) fn layerinfo_path(&self, hex: &str) -> PathBuf {
         self.root.join("layerinfo").join(hex)
+    }
+
+    /// Whether layer `diff_id` is present and `blob` is known to produce it.
+    pub(crate) fn layer_knows_blob(&self, diff_id: &str, blob: &str) -> bool {
+        let Ok(hex) = sha256_hex(diff_id) else {
+            return false;
+        };
+        self.has_layer(diff_id)
+            && self.has_blob(blob)
+            && fs::read_to_string(self.layerinfo_path(hex))
+                .is_ok_and(|t| t.lines().any(|l| l == blob))
+    }
+
+    /// Records that `blob` uncompresses to layer `diff_id` (one appended
+    /// line; appends of a short line are atomic).
+    pub(crate) fn layer_add_blob(&self, diff_id: &str, blob: &str) -> Result<(), ImageError> {
+        let path = self.layerinfo_path(sha256_hex(diff_id)?);
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&path)
+            .map_err(|e| ImageError::io("open", &path, e))?;
+        f.write_all(format!("{blob}\n").as_bytes())
+            .map_err(|e| ImageError::io("write", &path, e))
     }
 }

@@ -39,6 +39,7 @@ use meta::{DirMeta, Meta, State, Target};
 pub const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
+const AUFS_META_PREFIX: &[u8] = b".wh..wh.";
 
 /// What an unpack did besides writing files.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -81,6 +82,9 @@ pub fn unpack_layer_digest(
         BUF_SIZE,
         HashingReader::new(stream),
     ));
+    let root_owned = nix::unistd::geteuid().is_root()
+        && nix::unistd::getegid().as_raw() == 0
+        && nix::sys::stat::fstat(&root).is_ok_and(|s| s.st_mode & libc::S_ISGID == 0);
     let mut tree = Tree {
         root,
         cache_path: Vec::with_capacity(256),
@@ -93,7 +97,7 @@ pub fn unpack_layer_digest(
         report: UnpackReport::default(),
         dropped_warnings: 0,
         chown_refused: false,
-        root_owned: nix::unistd::geteuid().is_root() && nix::unistd::getegid().as_raw() == 0,
+        root_owned,
     };
     {
         let entries = archive.entries().map_err(corrupt)?;
@@ -108,6 +112,8 @@ pub fn unpack_layer_digest(
     }
     tree.invalidate();
     st.finish_dirs(tree.root.as_fd())?;
+    // A layer without an end-of-archive marker is accepted (as containerd
+    // does); its diff id still covers every byte.
     let hasher = archive
         .into_inner()
         .into_inner()
@@ -296,7 +302,7 @@ fn apply<R: Read>(
     tree.open_parent(raw, parent)?;
     let pfd = tree.parent_fd(parent);
     if base.starts_with(WHITEOUT_PREFIX) {
-        return whiteout(pfd, raw, base);
+        return whiteout(st, pfd, raw, base);
     }
     let mut removed = false;
     let result = match kind {
@@ -309,10 +315,20 @@ fn apply<R: Read>(
     result
 }
 
-fn whiteout(pfd: BorrowedFd<'_>, raw: &[u8], base: &[u8]) -> Result<(), ImageError> {
+fn whiteout(
+    st: &mut State,
+    pfd: BorrowedFd<'_>,
+    raw: &[u8],
+    base: &[u8],
+) -> Result<(), ImageError> {
     if base == OPAQUE_MARKER {
         return fsetxattr(pfd, OPAQUE_XATTR.as_bytes(), b"y")
             .map_err(|e| ImageError::entry_io("mark opaque", raw, e));
+    }
+    if base.starts_with(AUFS_META_PREFIX) {
+        // aufs bookkeeping (.wh..wh.plnk, .wh..wh.aufs): not content.
+        st.warn(format!("skipped aufs metadata entry {:?}", lossy(raw)));
+        return Ok(());
     }
     let name = &base[WHITEOUT_PREFIX.len()..];
     if name.is_empty() || name == b"." || name == b".." {
@@ -487,7 +503,9 @@ impl State {
         }
         self.report.size += total;
         let fd = file.as_fd();
-        self.chown(Target::Fd(fd), raw, meta)?;
+        if !(self.root_owned && meta.uid == 0 && meta.gid == 0) {
+            self.chown(Target::Fd(fd), raw, meta)?;
+        }
         fchmod(fd, Mode::from_bits_truncate(meta.mode))
             .map_err(|e| ImageError::entry_io("chmod", raw, e))?;
         self.set_xattrs(Target::Fd(fd), raw)?;

@@ -64,7 +64,11 @@ impl MountOptions {
                         "slave" => MsFlags::MS_SLAVE,
                         _ => MsFlags::MS_UNBINDABLE,
                     };
-                    let rec = if o.starts_with('r') { MsFlags::MS_REC } else { MsFlags::empty() };
+                    let rec = if o.starts_with('r') {
+                        MsFlags::MS_REC
+                    } else {
+                        MsFlags::empty()
+                    };
                     out.propagation.push(base | rec);
                     continue;
                 }
@@ -119,8 +123,12 @@ pub fn setup_rootfs(spec: &Spec, rootfs: &Path) -> Result<(), SetupError> {
     )
     .map_err(nerr(format!("bind-mounting rootfs {}", rootfs.display())))?;
 
-    let root_fd = nix::fcntl::open(rootfs, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
-        .map_err(nerr(format!("opening rootfs {}", rootfs.display())))?;
+    let root_fd = nix::fcntl::open(
+        rootfs,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(nerr(format!("opening rootfs {}", rootfs.display())))?;
 
     for m in spec.mounts().iter().flatten() {
         mount_one(&root_fd, m)?;
@@ -137,7 +145,12 @@ pub fn setup_rootfs(spec: &Spec, rootfs: &Path) -> Result<(), SetupError> {
             readonly_path(p)?;
         }
     }
-    if spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false) {
+    if spec
+        .root()
+        .as_ref()
+        .and_then(|r| r.readonly())
+        .unwrap_or(false)
+    {
         mount(
             None::<&str>,
             "/",
@@ -153,7 +166,10 @@ pub fn setup_rootfs(spec: &Spec, rootfs: &Path) -> Result<(), SetupError> {
 fn mount_one(root: &OwnedFd, m: &Mount) -> Result<(), SetupError> {
     let dest = m.destination();
     let opts = MountOptions::parse(m.options().as_deref().unwrap_or(&[]));
-    let typ = m.typ().as_deref().unwrap_or(if opts.is_bind() { "bind" } else { "none" });
+    let typ = m
+        .typ()
+        .as_deref()
+        .unwrap_or(if opts.is_bind() { "bind" } else { "none" });
     let step = |what: &str| format!("mounting {typ} on {}: {what}", dest.display());
     if typ == "cgroup" || typ == "cgroup2" {
         return mount_cgroup(root, dest, &opts);
@@ -175,17 +191,28 @@ fn mount_one(root: &OwnedFd, m: &Mount) -> Result<(), SetupError> {
             }
         }
     }
-    let target = ensure_mountpoint(root, dest, is_file).map_err(err(step("creating mount point")))?;
+    let target =
+        ensure_mountpoint(root, dest, is_file).map_err(err(step("creating mount point")))?;
     let target = fd_path(&target);
     let data = opts.data.join(",");
     let data = (!data.is_empty()).then_some(data.as_str());
     if bind {
         let flags = MsFlags::MS_BIND | (opts.flags & MsFlags::MS_REC);
-        mount(source.as_deref(), target.as_str(), None::<&str>, flags, None::<&str>)
-            .map_err(nerr(step("bind")))?;
+        mount(
+            source.as_deref(),
+            target.as_str(),
+            None::<&str>,
+            flags,
+            None::<&str>,
+        )
+        .map_err(nerr(step("bind")))?;
     } else {
-        let src = source.as_deref().map(Path::as_os_str).unwrap_or(typ.as_ref());
-        mount(Some(src), target.as_str(), Some(typ), opts.flags, data).map_err(nerr(step("mount")))?;
+        let src = source
+            .as_deref()
+            .map(Path::as_os_str)
+            .unwrap_or(typ.as_ref());
+        mount(Some(src), target.as_str(), Some(typ), opts.flags, data)
+            .map_err(nerr(step("mount")))?;
     }
     let extra = opts.flags - (MsFlags::MS_BIND | MsFlags::MS_REC);
     if (bind && !extra.is_empty()) || !opts.propagation.is_empty() {
@@ -204,8 +231,14 @@ fn mount_one(root: &OwnedFd, m: &Mount) -> Result<(), SetupError> {
             .map_err(nerr(step("remount")))?;
         }
         for p in &opts.propagation {
-            mount(None::<&str>, mounted.as_str(), None::<&str>, *p, None::<&str>)
-                .map_err(nerr(step("setting propagation")))?;
+            mount(
+                None::<&str>,
+                mounted.as_str(),
+                None::<&str>,
+                *p,
+                None::<&str>,
+            )
+            .map_err(nerr(step("setting propagation")))?;
         }
     }
     Ok(())
@@ -214,18 +247,32 @@ fn mount_one(root: &OwnedFd, m: &Mount) -> Result<(), SetupError> {
 /// cgroup mounts: cgroup2 where the host is v2; on v1/hybrid hosts a
 /// read-only tmpfs (a full v1 view is not offered yet).
 fn mount_cgroup(root: &OwnedFd, dest: &Path, opts: &MountOptions) -> Result<(), SetupError> {
-    let target = ensure_mountpoint(root, dest, false).map_err(err("creating cgroup mount point"))?;
+    let target =
+        ensure_mountpoint(root, dest, false).map_err(err("creating cgroup mount point"))?;
     let target = fd_path(&target);
-    let flags = opts.flags & (MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC);
+    let flags = opts.flags
+        & (MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC);
     let v2 = nix::sys::statfs::statfs("/sys/fs/cgroup")
         .map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
         .unwrap_or(false);
     if v2 {
-        mount(Some("cgroup2"), target.as_str(), Some("cgroup2"), flags, None::<&str>)
-            .map_err(nerr("mounting cgroup2"))
+        mount(
+            Some("cgroup2"),
+            target.as_str(),
+            Some("cgroup2"),
+            flags,
+            None::<&str>,
+        )
+        .map_err(nerr("mounting cgroup2"))
     } else {
-        mount(Some("tmpfs"), target.as_str(), Some("tmpfs"), flags, Some("mode=755,size=4k"))
-            .map_err(nerr("mounting cgroup tmpfs"))
+        mount(
+            Some("tmpfs"),
+            target.as_str(),
+            Some("tmpfs"),
+            flags,
+            Some("mode=755,size=4k"),
+        )
+        .map_err(nerr("mounting cgroup tmpfs"))
     }
 }
 
@@ -246,7 +293,15 @@ fn create_devices(root: &OwnedFd, extra: Option<&Vec<LinuxDevice>>) -> Result<()
         Err(e) => return Err(err("opening /dev")(e)),
     };
     for (name, major, minor) in DEFAULT_DEVICES {
-        make_node(&dev, Path::new(name), SFlag::S_IFCHR, makedev(*major, *minor), 0o666, 0, 0)?;
+        make_node(
+            &dev,
+            Path::new(name),
+            SFlag::S_IFCHR,
+            makedev(*major, *minor),
+            0o666,
+            0,
+            0,
+        )?;
     }
     for d in extra.into_iter().flatten() {
         let kind = match d.typ() {
@@ -258,7 +313,8 @@ fn create_devices(root: &OwnedFd, extra: Option<&Vec<LinuxDevice>>) -> Result<()
         let rel = path.strip_prefix("/dev").unwrap_or(path);
         let rel = rel.strip_prefix("/").unwrap_or(rel);
         if let Some(parent) = rel.parent().filter(|p| !p.as_os_str().is_empty()) {
-            crate::safepath::mkdir_all_in_root(&dev, parent).map_err(err("creating device directory"))?;
+            crate::safepath::mkdir_all_in_root(&dev, parent)
+                .map_err(err("creating device directory"))?;
         }
         make_node(
             &dev,
@@ -286,7 +342,8 @@ fn create_devices(root: &OwnedFd, extra: Option<&Vec<LinuxDevice>>) -> Result<()
     // /dev/ptmx must be the devpts instance's, when /dev/pts is mounted.
     if nix::sys::stat::fstatat(&dev, "pts/ptmx", nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW).is_ok() {
         let _ = nix::unistd::unlinkat(&dev, "ptmx", nix::unistd::UnlinkatFlags::NoRemoveDir);
-        nix::unistd::symlinkat("pts/ptmx", dev.as_fd(), "ptmx").map_err(nerr("creating /dev/ptmx"))?;
+        nix::unistd::symlinkat("pts/ptmx", dev.as_fd(), "ptmx")
+            .map_err(nerr("creating /dev/ptmx"))?;
     }
     Ok(())
 }
@@ -308,15 +365,33 @@ fn make_node(
             // Not allowed to create nodes (e.g. in a user namespace): bind the host's.
             let host = Path::new("/dev").join(name);
             let target = ensure_mountpoint(dev, name, true).map_err(err(step()))?;
-            mount(Some(&host), fd_path(&target).as_str(), None::<&str>, MsFlags::MS_BIND, None::<&str>)
-                .map_err(nerr(step()))?;
+            mount(
+                Some(&host),
+                fd_path(&target).as_str(),
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(nerr(step()))?;
             return Ok(());
         }
         Err(e) => return Err(nerr(step())(e)),
     }
-    nix::sys::stat::fchmodat(dev, name, Mode::from_bits_truncate(mode), nix::sys::stat::FchmodatFlags::NoFollowSymlink)
-        .or_else(|_| nix::sys::stat::fchmodat(dev, name, Mode::from_bits_truncate(mode), nix::sys::stat::FchmodatFlags::FollowSymlink))
-        .map_err(nerr(step()))?;
+    nix::sys::stat::fchmodat(
+        dev,
+        name,
+        Mode::from_bits_truncate(mode),
+        nix::sys::stat::FchmodatFlags::NoFollowSymlink,
+    )
+    .or_else(|_| {
+        nix::sys::stat::fchmodat(
+            dev,
+            name,
+            Mode::from_bits_truncate(mode),
+            nix::sys::stat::FchmodatFlags::FollowSymlink,
+        )
+    })
+    .map_err(nerr(step()))?;
     nix::unistd::fchownat(
         dev,
         name,
@@ -334,8 +409,14 @@ fn pivot(rootfs: &Path) -> Result<(), SetupError> {
     nix::unistd::chdir(rootfs).map_err(nerr("entering rootfs"))?;
     nix::unistd::pivot_root(".", ".").map_err(nerr("pivot_root"))?;
     // The old root is stacked on top; keep the unmount from propagating to the host.
-    mount(None::<&str>, ".", None::<&str>, MsFlags::MS_SLAVE | MsFlags::MS_REC, None::<&str>)
-        .map_err(nerr("making the old root a slave"))?;
+    mount(
+        None::<&str>,
+        ".",
+        None::<&str>,
+        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(nerr("making the old root a slave"))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(nerr("detaching the old root"))?;
     nix::unistd::chdir("/").map_err(nerr("entering /"))?;
     Ok(())
@@ -358,7 +439,13 @@ fn mask_path(p: &str) -> Result<(), SetupError> {
     } else if md.file_type().is_symlink() || md.file_type().is_socket() {
         return Ok(());
     } else {
-        mount(Some("/dev/null"), p, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        mount(
+            Some("/dev/null"),
+            p,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
     };
     match res {
         Ok(()) | Err(nix::errno::Errno::ENOENT) => Ok(()),
@@ -367,7 +454,13 @@ fn mask_path(p: &str) -> Result<(), SetupError> {
 }
 
 fn readonly_path(p: &str) -> Result<(), SetupError> {
-    match mount(Some(p), p, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>) {
+    match mount(
+        Some(p),
+        p,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    ) {
         Ok(()) => {}
         Err(nix::errno::Errno::ENOENT) => return Ok(()),
         Err(e) => return Err(nerr(format!("making {p} read-only"))(e)),
@@ -401,9 +494,14 @@ mod tests {
             "mode=755".into(),
             "size=65536k".into(),
         ]);
-        assert!(o.flags.contains(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID));
+        assert!(o.flags.contains(
+            MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID
+        ));
         assert_eq!(o.propagation, vec![MsFlags::MS_PRIVATE | MsFlags::MS_REC]);
-        assert_eq!(o.data, vec!["mode=755".to_string(), "size=65536k".to_string()]);
+        assert_eq!(
+            o.data,
+            vec!["mode=755".to_string(), "size=65536k".to_string()]
+        );
     }
 
     #[test]

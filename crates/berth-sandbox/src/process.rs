@@ -60,8 +60,8 @@ fn cap_list(set: &Option<Capabilities>) -> Result<Vec<caps::Capability>, String>
     let mut out = Vec::new();
     for c in set.iter().flatten() {
         let name = format!("CAP_{c}");
-        let cap = caps::Capability::from_str(&name)
-            .map_err(|_| format!("unknown capability {name}"))?;
+        let cap =
+            caps::Capability::from_str(&name).map_err(|_| format!("unknown capability {name}"))?;
         out.push(cap);
     }
     out.sort_by_key(|c| c.index());
@@ -93,7 +93,11 @@ fn rlimit_resource(name: &str) -> Option<libc::__rlimit_resource_t> {
 impl ProcessPlan {
     /// Validates and converts the OCI process; errors name the field.
     pub fn from_spec(p: &Process) -> Result<ProcessPlan, String> {
-        let args = p.args().as_ref().filter(|a| !a.is_empty()).ok_or("process.args must not be empty")?;
+        let args = p
+            .args()
+            .as_ref()
+            .filter(|a| !a.is_empty())
+            .ok_or("process.args must not be empty")?;
         let args = args
             .iter()
             .map(|a| cstring("process.args", a.as_bytes()))
@@ -129,9 +133,14 @@ impl ProcessPlan {
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_string))
                 .unwrap_or_default();
-            let res = rlimit_resource(&name).ok_or_else(|| format!("process.rlimits: unknown type {name}"))?;
+            let res = rlimit_resource(&name)
+                .ok_or_else(|| format!("process.rlimits: unknown type {name}"))?;
             if r.soft() > r.hard() {
-                return Err(format!("process.rlimits: {name} soft limit {} is above its hard limit {}", r.soft(), r.hard()));
+                return Err(format!(
+                    "process.rlimits: {name} soft limit {} is above its hard limit {}",
+                    r.soft(),
+                    r.hard()
+                ));
             }
             rlimits.push((res, r.soft(), r.hard()));
         }
@@ -161,14 +170,21 @@ impl ProcessPlan {
         };
         let nfail = |step: &str| {
             let step = step.to_string();
-            move |e: nix::errno::Errno| SetupError { step, source: e.into() }
+            move |e: nix::errno::Errno| SetupError {
+                step,
+                source: e.into(),
+            }
         };
         for (res, soft, hard) in &self.rlimits {
-            let lim = libc::rlimit { rlim_cur: *soft, rlim_max: *hard };
+            let lim = libc::rlimit {
+                rlim_cur: *soft,
+                rlim_max: *hard,
+            };
             crate::sys::setrlimit(*res, &lim).map_err(fail("setting rlimits"))?;
         }
         if let Some(adj) = self.oom_score_adj {
-            std::fs::write("/proc/self/oom_score_adj", adj.to_string()).map_err(fail("setting oom_score_adj"))?;
+            std::fs::write("/proc/self/oom_score_adj", adj.to_string())
+                .map_err(fail("setting oom_score_adj"))?;
         }
         if !self.cwd.exists() {
             std::fs::create_dir_all(&self.cwd).map_err(fail("creating the working directory"))?;
@@ -182,7 +198,11 @@ impl ProcessPlan {
             }
         }
         nix::sys::prctl::set_keepcaps(true).map_err(nfail("keeping capabilities"))?;
-        let groups: Vec<Gid> = self.additional_gids.iter().map(|g| Gid::from_raw(*g)).collect();
+        let groups: Vec<Gid> = self
+            .additional_gids
+            .iter()
+            .map(|g| Gid::from_raw(*g))
+            .collect();
         nix::unistd::setgroups(&groups).map_err(nfail("setting additional groups"))?;
         let gid = Gid::from_raw(self.gid);
         nix::unistd::setresgid(gid, gid, gid).map_err(nfail("setting the group id"))?;
@@ -197,8 +217,10 @@ impl ProcessPlan {
         if let Some(caps) = &self.caps {
             let set = |which, list: &Vec<caps::Capability>| {
                 let set: caps::CapsHashSet = list.iter().copied().collect();
-                caps::set(None, which, &set)
-                    .map_err(|e| SetupError { step: format!("setting capabilities: {e}"), source: io::Error::from_raw_os_error(libc::EPERM) })
+                caps::set(None, which, &set).map_err(|e| SetupError {
+                    step: format!("setting capabilities: {e}"),
+                    source: io::Error::from_raw_os_error(libc::EPERM),
+                })
             };
             set(caps::CapSet::Effective, &caps.effective)?;
             set(caps::CapSet::Permitted, &caps.permitted)?;
@@ -220,11 +242,13 @@ impl ProcessPlan {
         if arg0.contains(&b'/') {
             let p = Path::new(std::ffi::OsStr::from_bytes(arg0));
             return match std::fs::metadata(p) {
-                Ok(md) if md.is_dir() => Err(ExecFailure::NotExecutable(name, "is a directory".into())),
+                Ok(md) if md.is_dir() => {
+                    Err(ExecFailure::NotExecutable(name, "is a directory".into()))
+                }
                 Ok(_) => Ok(self.args[0].clone()),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Err(ExecFailure::NotFound(format!(
-                    "exec: \"{name}\": stat {name}: no such file or directory"
-                ))),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Err(ExecFailure::NotFound(
+                    format!("exec: \"{name}\": stat {name}: no such file or directory"),
+                )),
                 Err(e) => Err(ExecFailure::NotExecutable(name, e.to_string())),
             };
         }
@@ -240,6 +264,8 @@ impl ProcessPlan {
                 }
             }
         }
-        Err(ExecFailure::NotFound(format!("exec: \"{name}\": executable file not found in $PATH")))
+        Err(ExecFailure::NotFound(format!(
+            "exec: \"{name}\": executable file not found in $PATH"
+        )))
     }
 }

@@ -77,6 +77,10 @@ pub struct SpawnOptions<'a> {
     /// The container's cgroup, already created with its limits.
     pub cgroup: Option<&'a Cgroup>,
     pub stdio: Stdio,
+    /// Where compiled seccomp programs are cached (compiling Docker's
+    /// profile takes ~20 ms; loading a cached one ~50 µs). Must be writable
+    /// only by root.
+    pub seccomp_cache: Option<&'a Path>,
 }
 
 /// A container whose process has been exec'd.
@@ -108,11 +112,17 @@ struct Plan<'a> {
 /// before calling; the child resets its mask and handlers.
 pub fn spawn(opts: SpawnOptions<'_>) -> Result<Started, SpawnError> {
     let spec = opts.spec;
-    let process = spec.process().as_ref().ok_or_else(|| SpawnError::Config("process is missing".into()))?;
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| SpawnError::Config("process is missing".into()))?;
     let plan_process = ProcessPlan::from_spec(process).map_err(SpawnError::Config)?;
     let linux = spec.linux().as_ref();
     let filter = match linux.and_then(|l| l.seccomp().as_ref()) {
-        Some(s) => Some(seccomp::compile(s)?),
+        Some(s) => Some(match opts.seccomp_cache {
+            Some(dir) => seccomp::compile_cached(s, dir)?,
+            None => seccomp::compile(s)?,
+        }),
         None => None,
     };
     let mut flags = CloneFlags::empty();
@@ -120,7 +130,11 @@ pub fn spawn(opts: SpawnOptions<'_>) -> Result<Started, SpawnError> {
     let mut new_cgroupns = false;
     let mut new_uts = false;
     let mut has_mount_ns = false;
-    for ns in linux.and_then(|l| l.namespaces().as_ref()).into_iter().flatten() {
+    for ns in linux
+        .and_then(|l| l.namespaces().as_ref())
+        .into_iter()
+        .flatten()
+    {
         let flag = match ns.typ() {
             LinuxNamespaceType::Pid => CloneFlags::CLONE_NEWPID,
             LinuxNamespaceType::Network => CloneFlags::CLONE_NEWNET,
@@ -140,10 +154,22 @@ pub fn spawn(opts: SpawnOptions<'_>) -> Result<Started, SpawnError> {
         match ns.path() {
             Some(path) => {
                 if flag == CloneFlags::CLONE_NEWPID {
-                    return Err(SpawnError::Config("linux.namespaces: joining a pid namespace by path is not supported yet".into()));
+                    return Err(SpawnError::Config(
+                        "linux.namespaces: joining a pid namespace by path is not supported yet"
+                            .into(),
+                    ));
                 }
-                let fd = nix::fcntl::open(path, nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
-                    .map_err(|e| SpawnError::Config(format!("linux.namespaces: cannot open {}: {e}", path.display())))?;
+                let fd = nix::fcntl::open(
+                    path,
+                    nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+                    nix::sys::stat::Mode::empty(),
+                )
+                .map_err(|e| {
+                    SpawnError::Config(format!(
+                        "linux.namespaces: cannot open {}: {e}",
+                        path.display()
+                    ))
+                })?;
                 join.push((fd, flag));
             }
             None if flag == CloneFlags::CLONE_NEWCGROUP => new_cgroupns = true,
@@ -156,10 +182,14 @@ pub fn spawn(opts: SpawnOptions<'_>) -> Result<Started, SpawnError> {
         }
     }
     if !has_mount_ns {
-        return Err(SpawnError::Config("linux.namespaces: a mount namespace is required".into()));
+        return Err(SpawnError::Config(
+            "linux.namespaces: a mount namespace is required".into(),
+        ));
     }
     if spec.hostname().is_some() && !new_uts {
-        return Err(SpawnError::Config("hostname is set but there is no new uts namespace".into()));
+        return Err(SpawnError::Config(
+            "hostname is set but there is no new uts namespace".into(),
+        ));
     }
     let sysctls = linux
         .and_then(|l| l.sysctl().as_ref())
@@ -205,7 +235,12 @@ pub fn spawn(opts: SpawnOptions<'_>) -> Result<Started, SpawnError> {
         let mut buf = [0u8; 4096];
         let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
         let mut iov = [IoSliceMut::new(&mut buf)];
-        let msg = match recvmsg::<()>(parent_sock.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC) {
+        let msg = match recvmsg::<()>(
+            parent_sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
             Ok(m) => m,
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => return Err(reap(pid, io_err("reading from the container")(e.into()))),
@@ -302,13 +337,14 @@ fn child_setup(plan: &Plan<'_>, sock: &OwnedFd) -> Result<std::convert::Infallib
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
         .map_err(step("resetting the signal mask"))?;
     if let Some(cg) = plan.cgroup {
-        cg.join(0).map_err(|e| SetupError {
+        cg.join_self_single_threaded().map_err(|e| SetupError {
             step: format!("joining the cgroup: {e}"),
             source: io::Error::from_raw_os_error(libc::EIO),
         })?;
     }
     if plan.new_cgroupns {
-        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(step("creating the cgroup namespace"))?;
+        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP)
+            .map_err(step("creating the cgroup namespace"))?;
     }
     for (fd, flag) in &plan.join {
         nix::sched::setns(fd, *flag).map_err(step("joining a namespace"))?;

@@ -156,9 +156,12 @@ pub fn getrlimit(resource: libc::__rlimit_resource_t) -> io::Result<libc::rlimit
 pub fn dup_onto(fd: BorrowedFd<'_>, target: RawFd) -> io::Result<()> {
     if fd.as_raw_fd() == target {
         // dup2 onto itself would keep FD_CLOEXEC set: clear it instead.
-        return nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()))
-            .map(|_| ())
-            .map_err(io::Error::from);
+        return nix::fcntl::fcntl(
+            fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+        )
+        .map(|_| ())
+        .map_err(io::Error::from);
     }
     // SAFETY: dup2 only manipulates the descriptor table; `fd` is valid for
     // the call and `target` is a standard stream number that we mean to

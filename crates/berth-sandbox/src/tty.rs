@@ -36,11 +36,20 @@ pub fn open_container_pty() -> Result<(OwnedFd, OwnedFd), SetupError> {
     if !console.exists() {
         let _ = std::fs::File::create(console);
     }
-    mount(Some(Path::new(&name)), console, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-        .map_err(fail("bind-mounting /dev/console"))?;
-    let master: OwnedFd = master.as_fd().try_clone_to_owned().map_err(|source| SetupError {
-        step: "duplicating the pty master".into(),
-        source,
-    })?;
+    mount(
+        Some(Path::new(&name)),
+        console,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(fail("bind-mounting /dev/console"))?;
+    let master: OwnedFd = master
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|source| SetupError {
+            step: "duplicating the pty master".into(),
+            source,
+        })?;
     Ok((master, slave))
 }

@@ -5,13 +5,28 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "berth", version, about = "Run OCI images as containers or microVMs", disable_help_subcommand = true)]
+#[command(
+    name = "berth",
+    version,
+    about = "Run OCI images as containers or microVMs",
+    disable_help_subcommand = true
+)]
 pub struct Cli {
     /// State directory (images, container records).
-    #[arg(long, global = true, env = "BERTH_ROOT", default_value = "/var/lib/berth")]
+    #[arg(
+        long,
+        global = true,
+        env = "BERTH_ROOT",
+        default_value = "/var/lib/berth"
+    )]
     pub root: PathBuf,
     /// Runtime directory (sockets, transient state).
-    #[arg(long, global = true, env = "BERTH_RUN_ROOT", default_value = "/run/berth")]
+    #[arg(
+        long,
+        global = true,
+        env = "BERTH_RUN_ROOT",
+        default_value = "/run/berth"
+    )]
     pub run_root: PathBuf,
     #[command(subcommand)]
     pub command: Command,

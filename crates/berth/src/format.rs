@@ -19,7 +19,13 @@ impl Table {
     pub fn print(&self) {
         let cols = self.rows[0].len();
         let widths: Vec<usize> = (0..cols)
-            .map(|c| self.rows.iter().map(|r| r.get(c).map_or(0, |s| s.chars().count())).max().unwrap_or(0))
+            .map(|c| {
+                self.rows
+                    .iter()
+                    .map(|r| r.get(c).map_or(0, |s| s.chars().count()))
+                    .max()
+                    .unwrap_or(0)
+            })
             .collect();
         let mut out = String::new();
         for r in &self.rows {
@@ -73,16 +79,28 @@ pub fn human_size(bytes: u64) -> String {
         v /= 1000.0;
         i += 1;
     }
-    let digits = if v >= 100.0 { 0 } else if v >= 10.0 { 1 } else { 2 };
+    let digits = if v >= 100.0 {
+        0
+    } else if v >= 10.0 {
+        1
+    } else {
+        2
+    };
     let s = format!("{v:.digits$}");
-    let trimmed = if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s };
+    let trimmed = if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    };
     format!("{trimmed}{}", units[i])
 }
 
 /// Docker's RAMInBytes: "64m", "1g", "512k", "100000", "6MB" (binary units).
 pub fn parse_bytes(s: &str) -> anyhow::Result<i64> {
     let t = s.trim().to_ascii_lowercase();
-    let num_end = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let num_end = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(num_end);
     let n: f64 = num.parse().map_err(|_| anyhow::anyhow!("not a size"))?;
     let mult: f64 = match unit.trim_end_matches("ib").trim_end_matches('b') {

@@ -49,7 +49,9 @@ pub(super) struct State {
     pub(super) report: UnpackReport,
     pub(super) dropped_warnings: usize,
     pub(super) chown_refused: bool,
-    /// Running as root:root, so files are created root-owned already.
+    /// Running as root:root and the layer root has no setgid bit, so new
+    /// files are root-owned already (directories get their setgid bits
+    /// only at the end).
     pub(super) root_owned: bool,
 }
 
@@ -108,11 +110,6 @@ impl State {
         raw: &[u8],
         meta: &Meta,
     ) -> Result<(), ImageError> {
-        if self.root_owned && meta.uid == 0 && meta.gid == 0 {
-            if let Target::Fd(_) = at {
-                return Ok(());
-            }
-        }
         let (uid, gid) = (Some(Uid::from_raw(meta.uid)), Some(Gid::from_raw(meta.gid)));
         let res = match at {
             Target::Fd(fd) => fchown(fd, uid, gid),
@@ -138,7 +135,7 @@ impl State {
         let xattrs = std::mem::take(&mut self.xattrs);
         let mut result = Ok(());
         for (key, value) in &xattrs {
-            if key.starts_with(b"trusted.overlay.") {
+            if key.starts_with(b"trusted.overlay.") || key.starts_with(b"user.overlay.") {
                 self.warn(format!(
                     "ignored xattr {:?} on layer entry {:?}: overlay attributes come only from whiteouts",
                     lossy(key),

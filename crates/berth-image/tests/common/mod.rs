@@ -90,7 +90,14 @@ impl Tar {
         self
     }
 
-    pub fn entry(&mut self, kind: EntryType, name: &str, link: &str, mode: u32, data: &[u8]) -> &mut Self {
+    pub fn entry(
+        &mut self,
+        kind: EntryType,
+        name: &str,
+        link: &str,
+        mode: u32,
+        data: &[u8],
+    ) -> &mut Self {
         let t = self.mtime;
         self.entry_full(kind, name.as_bytes(), link.as_bytes(), mode, 0, 0, t, data)
     }
@@ -116,6 +123,8 @@ impl Tar {
         h.set_entry_type(kind);
         h.set_path(name).unwrap();
         h.set_mode(0o666);
+        h.set_uid(0);
+        h.set_gid(0);
         h.set_mtime(self.mtime);
         h.set_size(0);
         h.set_device_major(major).unwrap();
@@ -248,7 +257,8 @@ impl Oci {
                 blobs.insert(l.digest(), l.blob.clone());
             }
         }
-        let index = serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": manifests})).unwrap();
+        let index =
+            serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": manifests})).unwrap();
         Oci { blobs, index }
     }
 
@@ -274,7 +284,10 @@ pub fn docker_archive(images: &[(&Image, &[&str])], comp: Comp) -> Vec<u8> {
     for (img, tags) in images {
         let mut paths = Vec::new();
         for (i, l) in img.layers.iter().enumerate() {
-            let id = hex_of(&sha256(format!("{}{i}", l.diff_id()).as_bytes())).to_owned();
+            let id = hex_of(&sha256(
+                format!("{}{}{i}", img.id(), l.diff_id()).as_bytes(),
+            ))
+            .to_owned();
             let path = format!("{id}/layer.tar");
             t.dir(&format!("{id}/"), 0o755);
             match written.get(&l.digest()) {
@@ -294,7 +307,11 @@ pub fn docker_archive(images: &[(&Image, &[&str])], comp: Comp) -> Vec<u8> {
         manifest.push(json!({"Config": cfg, "RepoTags": tags, "Layers": paths}));
     }
     t.file("repositories", 0o644, b"{}");
-    t.file("manifest.json", 0o644, &serde_json::to_vec(&manifest).unwrap());
+    t.file(
+        "manifest.json",
+        0o644,
+        &serde_json::to_vec(&manifest).unwrap(),
+    );
     compress(&t.finish(), comp)
 }
 
@@ -307,7 +324,9 @@ pub fn listing(dir: &Path) -> Vec<String> {
 }
 
 fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     for ent in rd {
         let p = ent.unwrap().path();
         let m = std::fs::symlink_metadata(&p).unwrap();
@@ -324,7 +343,12 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
         } else {
             "other".into()
         };
-        out.push(format!("{rel} {desc} {:o} {}:{}", m.mode(), m.uid(), m.gid()));
+        out.push(format!(
+            "{rel} {desc} {:o} {}:{}",
+            m.mode(),
+            m.uid(),
+            m.gid()
+        ));
         if ft.is_dir() {
             walk(root, &p, out);
         }

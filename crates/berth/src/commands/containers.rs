@@ -8,14 +8,32 @@ use crate::format::{ago, human_duration, Table};
 
 pub fn ps(engine: &mut Engine, a: &PsArgs) -> Result<u8> {
     let rows = engine.containers()?;
-    let rows: Vec<_> = rows.into_iter().filter(|r| a.all || r.state == "running").collect();
+    let rows: Vec<_> = rows
+        .into_iter()
+        .filter(|r| a.all || r.state == "running")
+        .collect();
     if a.quiet {
         for r in &rows {
-            println!("{}", if a.no_trunc { r.id.clone() } else { r.id[..12].to_string() });
+            println!(
+                "{}",
+                if a.no_trunc {
+                    r.id.clone()
+                } else {
+                    r.id[..12].to_string()
+                }
+            );
         }
         return Ok(0);
     }
-    let mut t = Table::new(&["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]);
+    let mut t = Table::new(&[
+        "CONTAINER ID",
+        "IMAGE",
+        "COMMAND",
+        "CREATED",
+        "STATUS",
+        "PORTS",
+        "NAMES",
+    ]);
     let now = berth_engine::now();
     for r in &rows {
         let cfg: ContainerConfig = serde_json::from_str(&r.config).unwrap_or_default();
@@ -24,7 +42,11 @@ pub fn ps(engine: &mut Engine, a: &PsArgs) -> Result<u8> {
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
             .and_then(|v| v["process"]["args"].as_array().cloned())
             .unwrap_or_default();
-        let mut command: String = spec_args.iter().filter_map(|a| a.as_str()).collect::<Vec<_>>().join(" ");
+        let mut command: String = spec_args
+            .iter()
+            .filter_map(|a| a.as_str())
+            .collect::<Vec<_>>()
+            .join(" ");
         if command.is_empty() {
             command = cfg.cmd.join(" ");
         }
@@ -33,12 +55,20 @@ pub fn ps(engine: &mut Engine, a: &PsArgs) -> Result<u8> {
         }
         let status = match r.state.as_str() {
             "running" => format!("Up {}", human_duration(now - r.started_at)),
-            "exited" => format!("Exited ({}) {} ago", r.exit_code, human_duration(now - r.finished_at)),
+            "exited" => format!(
+                "Exited ({}) {} ago",
+                r.exit_code,
+                human_duration(now - r.finished_at)
+            ),
             "created" => "Created".to_string(),
             s => s.to_string(),
         };
         t.row(vec![
-            if a.no_trunc { r.id.clone() } else { r.id[..12].to_string() },
+            if a.no_trunc {
+                r.id.clone()
+            } else {
+                r.id[..12].to_string()
+            },
             r.image_ref.clone(),
             format!("\"{command}\""),
             ago(r.created),
@@ -73,7 +103,11 @@ pub fn inspect(engine: &mut Engine, names: &[String], typ: Option<&str>) -> Resu
         let found = match typ {
             Some("image") => engine.inspect_image(n),
             Some("container") => engine.inspect_container(n),
-            Some(other) => return Err(anyhow::anyhow!("unknown --type {other:?}: expected container or image")),
+            Some(other) => {
+                return Err(anyhow::anyhow!(
+                    "unknown --type {other:?}: expected container or image"
+                ))
+            }
             None => match engine.inspect_container(n) {
                 Err(EngineError::NoSuchContainer(_)) => engine
                     .inspect_image(n)

@@ -14,7 +14,10 @@ pub fn import(engine: &mut Engine, a: &ImportArgs) -> Result<u8> {
     } else {
         Box::new(std::fs::File::open(&a.file).with_context(|| format!("cannot open {}", a.file))?)
     };
-    let images = engine.import(std::io::BufReader::with_capacity(256 * 1024, reader), a.tag.as_deref())?;
+    let images = engine.import(
+        std::io::BufReader::with_capacity(256 * 1024, reader),
+        a.tag.as_deref(),
+    )?;
     for img in images {
         if a.quiet {
             println!("{}", img.id);
@@ -33,13 +36,24 @@ pub fn list(engine: &mut Engine, a: &ImagesArgs) -> Result<u8> {
     let images = engine.images()?;
     if a.quiet {
         for i in &images {
-            println!("{}", if a.no_trunc { i.id.clone() } else { short_id(&i.id) });
+            println!(
+                "{}",
+                if a.no_trunc {
+                    i.id.clone()
+                } else {
+                    short_id(&i.id)
+                }
+            );
         }
         return Ok(0);
     }
     let mut t = Table::new(&["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]);
     for i in &images {
-        let id = if a.no_trunc { i.id.clone() } else { short_id(&i.id) };
+        let id = if a.no_trunc {
+            i.id.clone()
+        } else {
+            short_id(&i.id)
+        };
         let names: Vec<(String, String)> = if i.tags.is_empty() {
             vec![("<none>".into(), "<none>".into())]
         } else {
@@ -52,7 +66,13 @@ pub fn list(engine: &mut Engine, a: &ImagesArgs) -> Result<u8> {
                 .collect()
         };
         for (repo, tag) in names {
-            t.row(vec![repo, tag, id.clone(), ago(i.created), human_size(i.size)]);
+            t.row(vec![
+                repo,
+                tag,
+                id.clone(),
+                ago(i.created),
+                human_size(i.size),
+            ]);
         }
     }
     t.print();

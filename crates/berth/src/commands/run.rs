@@ -45,7 +45,8 @@ fn to_config(o: ContainerOpts) -> Result<ContainerConfig> {
     let image = args.next().context("an image name is required")?;
     let mut env = Vec::new();
     for file in &o.env_file {
-        let text = std::fs::read_to_string(file).with_context(|| format!("reading env file {}", file.display()))?;
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("reading env file {}", file.display()))?;
         for line in text.lines() {
             let line = line.trim_start();
             if line.is_empty() || line.starts_with('#') {
@@ -70,14 +71,24 @@ fn to_config(o: ContainerOpts) -> Result<ContainerConfig> {
             Some("ro") => true,
             Some(m) => bail!("invalid volume mode {m:?} in {v:?}: expected ro or rw"),
         };
-        volumes.push(VolumeMount { source: source.into(), target: target.into(), read_only });
+        volumes.push(VolumeMount {
+            source: source.into(),
+            target: target.into(),
+            read_only,
+        });
     }
     let tmpfs = o
         .tmpfs
         .iter()
         .map(|t| match t.split_once(':') {
-            Some((path, opts)) => TmpfsMount { target: path.into(), options: opts.split(',').map(String::from).collect() },
-            None => TmpfsMount { target: t.clone(), options: Vec::new() },
+            Some((path, opts)) => TmpfsMount {
+                target: path.into(),
+                options: opts.split(',').map(String::from).collect(),
+            },
+            None => TmpfsMount {
+                target: t.clone(),
+                options: Vec::new(),
+            },
         })
         .collect();
     let memory = o
@@ -88,9 +99,14 @@ fn to_config(o: ContainerOpts) -> Result<ContainerConfig> {
     let cpus = o
         .cpus
         .as_deref()
-        .map(|c| c.parse::<f64>().map_err(|_| anyhow::anyhow!("invalid --cpus value {c:?}: not a number")))
+        .map(|c| {
+            c.parse::<f64>()
+                .map_err(|_| anyhow::anyhow!("invalid --cpus value {c:?}: not a number"))
+        })
         .transpose()?;
-    let entrypoint = o.entrypoint.map(|e| if e.is_empty() { Vec::new() } else { vec![e] });
+    let entrypoint = o
+        .entrypoint
+        .map(|e| if e.is_empty() { Vec::new() } else { vec![e] });
     Ok(ContainerConfig {
         image,
         name: o.name,

@@ -1,0 +1,9 @@
+//! Integration tests: the real `berth` binary, run as a user would.
+
+mod bad_input;
+mod common;
+mod images;
+mod isolation;
+mod limits;
+mod peers;
+mod run;
