@@ -75,7 +75,7 @@ impl Store {
         &self.root
     }
 
-    /// Path of the unpacked layer `diff_id` ("sha256:<hex>"). A malformed
+    /// Path of the unpacked layer `diff_id` (`sha256:<hex>`). A malformed
     /// diff id yields a path below the store that never exists.
     pub fn layer_path(&self, diff_id: &str) -> PathBuf {
         match sha256_hex(diff_id) {
@@ -127,7 +127,7 @@ impl Store {
         remove_tree(&doomed).map_err(|e| ImageError::io("remove", &doomed, e))
     }
 
-    /// Path of blob `digest` ("sha256:<hex>").
+    /// Path of blob `digest` (`sha256:<hex>`).
     pub fn blob_path(&self, digest: &str) -> Result<PathBuf, ImageError> {
         Ok(self.root.join("blobs/sha256").join(sha256_hex(digest)?))
     }
