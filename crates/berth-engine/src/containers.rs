@@ -66,10 +66,18 @@ fn is_mountpoint(path: &Path) -> bool {
 }
 
 impl Engine {
+    /// The image's unpacked layers, bottom first. A layer listed twice is
+    /// kept at its topmost place only (overlayfs refuses a repeated lowerdir;
+    /// the merged view is the same).
     fn layer_dirs(&mut self, img: &ImageRow) -> Result<Vec<PathBuf>, EngineError> {
         let store = self.store()?;
-        img.diff_ids
-            .iter()
+        let mut ids: Vec<&String> = Vec::new();
+        for (i, d) in img.diff_ids.iter().enumerate() {
+            if !img.diff_ids[i + 1..].contains(d) {
+                ids.push(d);
+            }
+        }
+        ids.into_iter()
             .map(|d| {
                 if store.has_layer(d) {
                     Ok(store.layer_path(d))

@@ -12,6 +12,9 @@ use crate::{now, Engine, EngineError};
 #[derive(Debug, Clone)]
 pub struct ImageSummary {
     pub id: String,
+    /// Non-fatal problems met while unpacking (e.g. device nodes the kernel
+    /// refused).
+    pub warnings: Vec<String>,
     /// Familiar names ("busybox:latest"); empty for a dangling image.
     pub tags: Vec<String>,
     pub created: i64,
@@ -41,6 +44,8 @@ impl Engine {
         tag: Option<&str>,
     ) -> Result<Vec<ImageSummary>, EngineError> {
         let tag_ref = tag.map(Reference::parse_tagged).transpose()?;
+        // Imports share the store; garbage collection must not run meanwhile.
+        let _lock = self.lock_store(false)?;
         let imported = self.store()?.import(reader)?;
         let now = now();
         let tx = self.db().conn().transaction()?;
@@ -84,6 +89,7 @@ impl Engine {
             }
             out.push(ImageSummary {
                 id: img.id.clone(),
+                warnings: img.warnings.clone(),
                 tags: names.iter().map(|n| familiar(n)).collect(),
                 created,
                 size: img.size,
@@ -137,6 +143,7 @@ impl Engine {
             let tags = db.tags_of(&img.id)?.iter().map(|t| familiar(t)).collect();
             out.push(ImageSummary {
                 id: img.id,
+                warnings: Vec::new(),
                 tags,
                 created: img.created,
                 size: img.size,
@@ -247,6 +254,7 @@ impl Engine {
 
     /// Removes layers and blobs that no image record references any more.
     pub fn collect_garbage(&mut self) -> Result<(), EngineError> {
+        let _lock = self.lock_store(true)?;
         let images = self.db().images()?;
         let mut keep_layers = HashSet::new();
         let mut keep_blobs = HashSet::new();
@@ -284,6 +292,27 @@ impl Engine {
             }
         }
         Ok(())
+    }
+}
+
+impl Engine {
+    /// An advisory lock on the image store: shared for imports, exclusive
+    /// for garbage collection. Released when the returned file is dropped.
+    fn lock_store(
+        &mut self,
+        exclusive: bool,
+    ) -> Result<nix::fcntl::Flock<std::fs::File>, EngineError> {
+        use nix::fcntl::{Flock, FlockArg};
+        // flock works on the store's directory itself: no lock file to leave.
+        let path = self.store()?.root().to_path_buf();
+        let f = std::fs::File::open(&path)
+            .map_err(crate::io_err(format!("opening {}", path.display())))?;
+        let arg = if exclusive {
+            FlockArg::LockExclusive
+        } else {
+            FlockArg::LockShared
+        };
+        Flock::lock(f, arg).map_err(|(_, e)| crate::io_err("locking the image store")(e.into()))
     }
 }
 

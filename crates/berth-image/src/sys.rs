@@ -154,7 +154,7 @@ pub(crate) fn remove_tree(path: &Path) -> io::Result<()> {
         }
         Err(e) => return Err(e),
     };
-    empty_dir(top.as_fd(), &mut Vec::new())?;
+    empty_dir(top.as_fd())?;
     drop(top);
     match fs::remove_dir(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -171,16 +171,91 @@ pub(crate) fn remove_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
     }
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let top = openat(dir, name, flags, Mode::empty())?;
-    empty_dir(top.as_fd(), &mut Vec::new())?;
+    empty_dir(top.as_fd())?;
     drop(top);
     Ok(unlinkat(dir, name, UnlinkatFlags::RemoveDir)?)
 }
 
-/// Empties the directory `rel` below `top`. Only two descriptors are open
-/// at any time, however deep the tree: names are collected, the directory
-/// closed, then subdirectories are reopened by path (which stays below
-/// PATH_MAX because the tree was created by path).
-fn empty_dir(top: BorrowedFd<'_>, rel: &mut Vec<u8>) -> io::Result<()> {
+/// Relative paths longer than this start a new top directory.
+const REBASE_AT: usize = 2048;
+
+/// One directory being emptied: its subdirectories still to do.
+struct Level {
+    subs: Vec<Vec<u8>>,
+    /// Length of the parent's relative path before this name was appended.
+    rel_len: usize,
+    /// Whether this directory got its own top descriptor.
+    rebased: bool,
+}
+
+fn top_of<'a>(root: BorrowedFd<'a>, tops: &'a [OwnedFd]) -> BorrowedFd<'a> {
+    tops.last().map_or(root, |f| f.as_fd())
+}
+
+/// Empties the directory `root`, depth first without recursion. Few
+/// descriptors are open at any time however deep the tree: each directory
+/// is reopened by its path relative to a "top" (`root`, or once that path
+/// grows long, a descriptor for a deeper directory).
+fn empty_dir(root: BorrowedFd<'_>) -> io::Result<()> {
+    let mut tops: Vec<OwnedFd> = Vec::new();
+    let mut rels: Vec<Vec<u8>> = vec![Vec::new()];
+    let mut stack = vec![Level {
+        subs: unlink_files(root, b"")?,
+        rel_len: 0,
+        rebased: false,
+    }];
+    while let Some(level) = stack.last_mut() {
+        let rel = rels.last_mut().expect("one path per top");
+        if let Some(sub) = level.subs.pop() {
+            let rel_len = rel.len();
+            if !rel.is_empty() {
+                rel.push(b'/');
+            }
+            rel.extend_from_slice(&sub);
+            let next = if rel.len() > REBASE_AT {
+                let fd =
+                    open_beneath(top_of(root, &tops), rel, OFlag::O_PATH | OFlag::O_DIRECTORY)?;
+                let subs = unlink_files(fd.as_fd(), b"")?;
+                tops.push(fd);
+                rels.push(Vec::new());
+                Level {
+                    subs,
+                    rel_len,
+                    rebased: true,
+                }
+            } else {
+                let subs = unlink_files(top_of(root, &tops), rel)?;
+                Level {
+                    subs,
+                    rel_len,
+                    rebased: false,
+                }
+            };
+            stack.push(next);
+            continue;
+        }
+        let done = stack.pop().expect("a level");
+        if stack.is_empty() {
+            break; // `root` itself: the caller removes it
+        }
+        if done.rebased {
+            tops.pop();
+            rels.pop();
+        }
+        let rel = rels.last_mut().expect("one path per top");
+        unlinkat(
+            top_of(root, &tops),
+            rel.as_slice(),
+            UnlinkatFlags::RemoveDir,
+        )?;
+        rel.truncate(done.rel_len);
+    }
+    Ok(())
+}
+
+/// Opens directory `rel` below `top` (making it accessible if needed),
+/// removes every non-directory in it and returns the subdirectory names.
+fn unlink_files(top: BorrowedFd<'_>, rel: &[u8]) -> io::Result<Vec<Vec<u8>>> {
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY;
     let fd = match open_beneath(top, rel, flags) {
         Err(Errno::EACCES) => {
@@ -203,7 +278,7 @@ fn empty_dir(top: BorrowedFd<'_>, rel: &mut Vec<u8>) -> io::Result<()> {
             names.push((name.to_vec(), entry.file_type()));
         }
     }
-    let mut subdirs: Vec<Vec<u8>> = Vec::new();
+    let mut subdirs = Vec::new();
     for (name, kind) in names {
         let is_dir = match kind {
             Some(t) => t == Type::Directory,
@@ -218,16 +293,5 @@ fn empty_dir(top: BorrowedFd<'_>, rel: &mut Vec<u8>) -> io::Result<()> {
             unlinkat(&dir, name.as_slice(), UnlinkatFlags::NoRemoveDir)?;
         }
     }
-    drop(dir);
-    for sub in subdirs {
-        let len = rel.len();
-        if !rel.is_empty() {
-            rel.push(b'/');
-        }
-        rel.extend_from_slice(&sub);
-        empty_dir(top, rel)?;
-        unlinkat(top, rel.as_slice(), UnlinkatFlags::RemoveDir)?;
-        rel.truncate(len);
-    }
-    Ok(())
+    Ok(subdirs)
 }

@@ -40,6 +40,9 @@ pub const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 const AUFS_META_PREFIX: &[u8] = b".wh..wh.";
+/// Entry paths must fit PATH_MAX (with its NUL), as every path below the
+/// layer root is later opened whole.
+const MAX_PATH: usize = 4096;
 
 /// What an unpack did besides writing files.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -277,6 +280,9 @@ fn apply<R: Read>(
     }
     if normalise(raw, norm).is_err() {
         return Err(ImageError::EntryEscapes { entry: lossy(raw) });
+    }
+    if norm.len() >= MAX_PATH {
+        return Err(ImageError::bad_entry(raw, "path is longer than 4095 bytes"));
     }
     st.report.entries += 1;
     let meta = st.meta(entry, raw)?;

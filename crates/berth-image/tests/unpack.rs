@@ -460,3 +460,52 @@ fn read_only_directories_do_not_block_unpack_or_removal() {
     );
     store.remove_layer(&diff_id).unwrap();
 }
+
+#[test]
+fn deep_trees_unpack_and_remove() {
+    // 1900 levels of "d/": a 3800-byte path, near PATH_MAX.
+    let deep = "d/".repeat(1900);
+    let mut t = Tar::new();
+    t.pax(&[("path", format!("{deep}f").as_bytes())]);
+    t.file("placeholder", 0o644, b"deep");
+    t.pax(&[("path", format!("{}x", "e/".repeat(2100)).as_bytes())]);
+    t.file("placeholder", 0o644, b"too deep");
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = berth_image::Store::open(store_dir.path()).unwrap();
+    let tar = t.finish();
+    let img = common::Image::new(vec![common::Layer::new(tar, Comp::None)], "sh");
+    let err = store
+        .import(&common::Oci::new(&[img]).archive(Comp::None)[..])
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("path is longer than 4095 bytes"),
+        "{err}"
+    );
+    assert_eq!(
+        fs::read_dir(store_dir.path().join("tmp")).unwrap().count(),
+        0
+    );
+    assert_eq!(
+        fs::read_dir(store_dir.path().join("layers"))
+            .unwrap()
+            .count(),
+        0
+    );
+
+    let mut t = Tar::new();
+    t.pax(&[("path", format!("{deep}f").as_bytes())]);
+    t.file("placeholder", 0o644, b"deep");
+    let img = common::Image::new(vec![common::Layer::new(t.finish(), Comp::None)], "sh");
+    let diff_id = img.layers[0].diff_id();
+    store
+        .import(&common::Oci::new(&[img]).archive(Comp::None)[..])
+        .unwrap();
+    let p = store.layer_path(&diff_id).join(format!("{deep}f"));
+    assert_eq!(fs::read(p).unwrap(), b"deep");
+    store.remove_layer(&diff_id).unwrap();
+    assert!(!store.has_layer(&diff_id));
+    assert_eq!(
+        fs::read_dir(store_dir.path().join("tmp")).unwrap().count(),
+        0
+    );
+}

@@ -19,6 +19,9 @@ pub fn import(engine: &mut Engine, a: &ImportArgs) -> Result<u8> {
         a.tag.as_deref(),
     )?;
     for img in images {
+        for w in &img.warnings {
+            eprintln!("berth: warning: {w}");
+        }
         if a.quiet {
             println!("{}", img.id);
         } else if img.tags.is_empty() {
