@@ -8,7 +8,14 @@ FIXTURE=$PWD/target/release/berth-fixture
 DEMO=$PWD/target/demo
 mkdir -p "$DEMO"
 
-show() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
+show() {
+  local line="" a
+  for a in "$@"; do
+    case "$a" in *[\ \"\$\;\>\'\(]*) line+=" '${a//\'/\'\\\'\'}'" ;; *) line+=" $a" ;; esac
+  done
+  printf '\n\033[1m$%s\033[0m\n' "$line"
+  "$@"
+}
 berth() { "$BERTH" "$@"; }
 
 echo "berth demo (state in ${BERTH_ROOT:-/var/lib/berth})"
