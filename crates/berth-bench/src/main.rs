@@ -2,6 +2,9 @@
 //! so that machine noise hits every contender alike, and prints min/median
 //! and ratios. Timing is never asserted in tests; this is where it lives.
 
+mod detached;
+mod pull;
+
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -257,5 +260,6 @@ fn main() -> Result<()> {
             med / bmed
         );
     }
-    Ok(())
+    detached::bench(&berth, &w, have("podman"))?;
+    pull::bench(&berth, &pull::fixtures_dir(&exe_dir), &w)
 }

@@ -30,6 +30,83 @@ pub struct ContainerConfig {
     pub interactive: bool,
     pub tty: bool,
     pub auto_remove: bool,
+    /// `--restart`: applied by the monitor of a detached container.
+    pub restart: RestartPolicy,
+    /// `--log-opt max-size=…`: rotate the log past this many bytes (0: never).
+    pub log_max_size: u64,
+    /// `--log-opt max-file=…`: how many log files to keep (current included).
+    pub log_max_file: u32,
+    /// `--stop-signal`; default: the image's StopSignal, else SIGTERM.
+    pub stop_signal: Option<String>,
+    /// `--stop-timeout` in seconds; default 10.
+    pub stop_timeout: Option<i64>,
+}
+
+/// Docker's restart policies.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RestartPolicy {
+    /// "no", "on-failure", "always" or "unless-stopped"; empty means "no".
+    pub name: String,
+    /// For on-failure: give up after this many restarts (0: never give up).
+    pub max_retries: u32,
+}
+
+impl RestartPolicy {
+    /// Parses `no`, `always`, `unless-stopped`, `on-failure[:N]`.
+    pub fn parse(s: &str) -> Result<RestartPolicy, String> {
+        let (name, count) = match s.split_once(':') {
+            Some((n, c)) => (n, Some(c)),
+            None => (s, None),
+        };
+        let max_retries = match (name, count) {
+            ("on-failure", Some(c)) => c
+                .parse::<u32>()
+                .map_err(|_| format!("invalid restart policy {s:?}: the retry count must be a number"))?,
+            ("no" | "always" | "unless-stopped", Some(_)) => {
+                return Err(format!("invalid restart policy {s:?}: only on-failure takes a retry count"))
+            }
+            ("no" | "always" | "unless-stopped" | "on-failure", None) => 0,
+            _ => {
+                return Err(format!(
+                    "invalid restart policy {s:?}: expected no, always, unless-stopped or on-failure[:N]"
+                ))
+            }
+        };
+        Ok(RestartPolicy {
+            name: name.to_string(),
+            max_retries,
+        })
+    }
+
+    pub fn is_none(&self) -> bool {
+        self.name.is_empty() || self.name == "no"
+    }
+
+    /// Whether a container that exited with `code` after `restarts`
+    /// restarts is started again (never after a user's stop).
+    pub fn should_restart(&self, code: i32, restarts: i64, stopped_by_user: bool) -> bool {
+        if stopped_by_user {
+            return false;
+        }
+        match self.name.as_str() {
+            "always" | "unless-stopped" => true,
+            "on-failure" => {
+                code != 0 && (self.max_retries == 0 || restarts < i64::from(self.max_retries))
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for RestartPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.name.as_str(), self.max_retries) {
+            ("", _) => write!(f, "no"),
+            ("on-failure", n) if n > 0 => write!(f, "on-failure:{n}"),
+            (n, _) => write!(f, "{n}"),
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -102,11 +179,42 @@ impl ContainerConfig {
                 ));
             }
         }
+        if self.auto_remove && !self.restart.is_none() {
+            return Err("conflicting options: --restart and --rm".into());
+        }
         for e in &self.env {
             if e.starts_with('=') || e.is_empty() {
                 return Err(format!("invalid environment variable {e:?}"));
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RestartPolicy;
+
+    #[test]
+    fn restart_policies() {
+        let p = RestartPolicy::parse("on-failure:2").unwrap();
+        assert!(p.should_restart(1, 0, false) && p.should_restart(1, 1, false));
+        assert!(!p.should_restart(1, 2, false) && !p.should_restart(0, 0, false));
+        assert!(RestartPolicy::parse("always")
+            .unwrap()
+            .should_restart(0, 99, false));
+        assert!(!RestartPolicy::parse("always")
+            .unwrap()
+            .should_restart(0, 0, true));
+        assert!(!RestartPolicy::parse("no")
+            .unwrap()
+            .should_restart(1, 0, false));
+        for bad in ["sometimes", "always:3", "on-failure:x", ""] {
+            assert!(RestartPolicy::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            RestartPolicy::parse("on-failure:3").unwrap().to_string(),
+            "on-failure:3"
+        );
     }
 }

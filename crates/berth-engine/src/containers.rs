@@ -54,7 +54,7 @@ pub fn rfc3339(secs: i64) -> String {
 }
 
 /// Whether `path` is a mount point (its device differs from its parent's).
-fn is_mountpoint(path: &Path) -> bool {
+pub(crate) fn is_mountpoint(path: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
     let (Ok(a), Some(Ok(b))) = (
         std::fs::metadata(path),
@@ -69,7 +69,7 @@ impl Engine {
     /// The image's unpacked layers, bottom first. A layer listed twice is
     /// kept at its topmost place only (overlayfs refuses a repeated lowerdir;
     /// the merged view is the same).
-    fn layer_dirs(&mut self, img: &ImageRow) -> Result<Vec<PathBuf>, EngineError> {
+    pub(crate) fn layer_dirs(&mut self, img: &ImageRow) -> Result<Vec<PathBuf>, EngineError> {
         let store = self.store()?;
         let mut ids: Vec<&String> = Vec::new();
         for (i, d) in img.diff_ids.iter().enumerate() {
@@ -122,15 +122,22 @@ impl Engine {
             started_at: 0,
             finished_at: 0,
             config: serde_json::to_string(&cfg).unwrap_or_default(),
+            restart_count: 0,
+            monitor_pid: 0,
+            monitor_start: 0,
+            stop_requested: false,
         };
         self.db().insert_container(&row)?;
         let dir = self.container_dir(&id);
         match self.prepare(&dir, &row, &img, &layers, &cfg, console_size) {
-            Ok(spec) => Ok(Created {
-                row,
-                config: cfg,
-                spec,
-                bundle: dir,
+            Ok(spec) => Ok({
+                crate::events::emit(&self.root, &row, "create", &[]);
+                Created {
+                    row,
+                    config: cfg,
+                    spec,
+                    bundle: dir,
+                }
             }),
             Err(e) => {
                 let _ = rootfs::unmount(&dir.join("rootfs"));
@@ -332,30 +339,27 @@ impl Engine {
         Ok(row)
     }
 
-    fn reconcile_row(&mut self, r: &mut ContainerRow) -> Result<(), EngineError> {
-        if r.state == "running" && pid_start_time(r.pid) != Some(r.pid_start) {
-            let error =
-                "container process is gone (its berth process was killed or the host restarted)";
-            self.db().set_exited(&r.id, 255, false, error, now())?;
-            r.state = "exited".into();
-            r.exit_code = 255;
-            r.error = error.into();
-            r.pid = 0;
-        }
-        Ok(())
-    }
-
     /// `berth rm [-f]`.
     pub fn remove(&mut self, key: &str, force: bool) -> Result<String, EngineError> {
         let row = self.find(key)?;
-        if row.state == "running" {
+        if matches!(row.state.as_str(), "running" | "paused" | "restarting") {
             if !force {
                 return Err(EngineError::ContainerRunning(row.name));
             }
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(row.pid),
-                nix::sys::signal::SIGKILL,
-            );
+            // Its monitor must not restart it.
+            self.db().set_stop_requested(&row.id, true)?;
+            if let Ok(layout) = berth_sandbox::Layout::detect() {
+                // Thaw a paused container so it can die; kill everything in it.
+                let cg = berth_sandbox::Cgroup::at(&layout, Path::new(&cgroups_path(&row.id)));
+                let _ = cg.freeze(false);
+                cg.kill_all();
+            }
+            if row.pid > 0 {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(row.pid),
+                    nix::sys::signal::SIGKILL,
+                );
+            }
             for _ in 0..2000 {
                 if pid_start_time(row.pid) != Some(row.pid_start) {
                     break;
@@ -365,6 +369,7 @@ impl Engine {
         }
         self.cleanup_files(&row.id)?;
         self.db().delete_container(&row.id)?;
+        crate::events::emit(&self.root, &row, "destroy", &[]);
         Ok(row.id)
     }
 
@@ -426,6 +431,7 @@ impl Engine {
                 "Status": status,
                 "Running": r.state == "running",
                 "Pid": r.pid,
+                "MonitorPid": r.monitor_pid,
                 "ExitCode": r.exit_code,
                 "OOMKilled": r.oom_killed,
                 "Error": r.error,
@@ -434,6 +440,8 @@ impl Engine {
             },
             "Image": r.image_id,
             "ImageName": r.image_ref,
+            "RestartCount": r.restart_count,
+            "LogPath": crate::lifecycle::log_path(&dir),
             "Isolation": "container",
             "BundlePath": dir,
             "Rootfs": dir.join("rootfs"),
@@ -456,6 +464,8 @@ impl Engine {
                 "AutoRemove": cfg.auto_remove,
                 "Binds": cfg.volumes.iter().map(|v| format!("{}:{}{}", v.source, v.target, if v.read_only { ":ro" } else { "" })).collect::<Vec<_>>(),
                 "CgroupParent": "/berth",
+                "RestartPolicy": {"Name": cfg.restart.to_string(), "MaximumRetryCount": cfg.restart.max_retries},
+                "LogConfig": {"Type": "json-file", "Config": {"max-size": cfg.log_max_size.to_string(), "max-file": cfg.log_max_file.to_string()}},
             },
             "GraphDriver": {
                 "Name": "overlay",

@@ -41,6 +41,14 @@ CREATE TABLE IF NOT EXISTS containers (
 PRAGMA user_version = 1;
 ";
 
+/// Schema changes after version 1, applied in order.
+const MIGRATIONS: &[&str] = &["
+ALTER TABLE containers ADD COLUMN restart_count INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE containers ADD COLUMN monitor_pid INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE containers ADD COLUMN monitor_start INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE containers ADD COLUMN stop_requested INTEGER NOT NULL DEFAULT 0;
+"];
+
 /// An image record.
 #[derive(Debug, Clone)]
 pub struct ImageRow {
@@ -71,6 +79,12 @@ pub struct ContainerRow {
     pub finished_at: i64,
     /// The container's creation options as JSON ([`crate::ContainerConfig`]).
     pub config: String,
+    pub restart_count: i64,
+    /// The berth-monitor of a detached container (0: none).
+    pub monitor_pid: i32,
+    pub monitor_start: u64,
+    /// Set by stop/kill: the monitor must not restart the container.
+    pub stop_requested: bool,
 }
 
 pub struct Db {
@@ -83,7 +97,7 @@ fn json_list(s: &str) -> Vec<String> {
 
 impl Db {
     pub fn open(path: &Path) -> Result<Db, EngineError> {
-        let conn = Connection::open(path)
+        let mut conn = Connection::open(path)
             .map_err(|e| EngineError::Db(format!("{}: {e}", path.display())))?;
         conn.busy_timeout(Duration::from_secs(30))?;
         // WAL: readers never wait for writers; NORMAL: no fsync per commit,
@@ -99,8 +113,22 @@ impl Db {
             rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
             true,
         )?;
-        if version < 1 {
-            conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;"))?;
+        let latest = 1 + MIGRATIONS.len() as i64;
+        if version < latest {
+            // IMMEDIATE: two first commands racing on a new store must not
+            // both migrate.
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            if version < 1 {
+                tx.execute_batch(SCHEMA)?;
+            }
+            for (i, m) in MIGRATIONS.iter().enumerate() {
+                if version.max(1) <= i as i64 + 1 {
+                    tx.execute_batch(m)?;
+                }
+            }
+            tx.pragma_update(None, "user_version", latest)?;
+            tx.commit()?;
         }
         Ok(Db { conn })
     }
@@ -290,6 +318,65 @@ impl Db {
         Ok(())
     }
 
+    pub fn set_monitor(&mut self, id: &str, pid: i32, start: u64) -> Result<(), EngineError> {
+        self.conn.execute(
+            "UPDATE containers SET monitor_pid = ?2, monitor_start = ?3 WHERE id = ?1",
+            params![id, pid, start as i64],
+        )?;
+        Ok(())
+    }
+
+    pub fn set_stop_requested(&mut self, id: &str, v: bool) -> Result<(), EngineError> {
+        self.conn.execute(
+            "UPDATE containers SET stop_requested = ?2 WHERE id = ?1",
+            params![id, v],
+        )?;
+        Ok(())
+    }
+
+    pub fn set_state(&mut self, id: &str, state: &str) -> Result<(), EngineError> {
+        self.conn.execute(
+            "UPDATE containers SET state = ?2 WHERE id = ?1",
+            params![id, state],
+        )?;
+        Ok(())
+    }
+
+    pub fn bump_restart_count(&mut self, id: &str) -> Result<(), EngineError> {
+        self.conn.execute(
+            "UPDATE containers SET restart_count = restart_count + 1, state = 'restarting' WHERE id = ?1",
+            params![id],
+        )?;
+        Ok(())
+    }
+
+    pub fn rename(&mut self, id: &str, name: &str) -> Result<(), EngineError> {
+        let res = self.conn.execute(
+            "UPDATE containers SET name = ?2 WHERE id = ?1",
+            params![id, name],
+        );
+        match res {
+            Ok(_) => Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                let other: Option<String> = self
+                    .conn
+                    .query_row(
+                        "SELECT id FROM containers WHERE name = ?1",
+                        params![name],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                Err(EngineError::NameInUse {
+                    name: name.to_string(),
+                    id: other.unwrap_or_default(),
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     pub fn delete_container(&mut self, id: &str) -> Result<(), EngineError> {
         self.conn
             .execute("DELETE FROM containers WHERE id = ?1", params![id])?;
@@ -297,7 +384,7 @@ impl Db {
     }
 }
 
-const CONTAINER_SELECT: &str = "SELECT id, name, image_id, image_ref, created, state, pid, pid_start, exit_code, oom_killed, error, started_at, finished_at, config FROM containers";
+const CONTAINER_SELECT: &str = "SELECT id, name, image_id, image_ref, created, state, pid, pid_start, exit_code, oom_killed, error, started_at, finished_at, config, restart_count, monitor_pid, monitor_start, stop_requested FROM containers";
 
 fn image_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ImageRow> {
     Ok(ImageRow {
@@ -327,5 +414,9 @@ fn container_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ContainerRow> {
         started_at: r.get(11)?,
         finished_at: r.get(12)?,
         config: r.get(13)?,
+        restart_count: r.get(14)?,
+        monitor_pid: r.get(15)?,
+        monitor_start: r.get::<_, i64>(16)? as u64,
+        stop_requested: r.get(17)?,
     })
 }

@@ -125,6 +125,9 @@ impl Engine {
                         return Ok(img);
                     }
                 }
+                if let Some(img) = crate::registry::image_by_repo_digest(db, &r)? {
+                    return Ok(img);
+                }
             }
         }
         let ids = db.image_ids_with_prefix(name)?;
@@ -298,7 +301,7 @@ impl Engine {
 impl Engine {
     /// An advisory lock on the image store: shared for imports, exclusive
     /// for garbage collection. Released when the returned file is dropped.
-    fn lock_store(
+    pub(crate) fn lock_store(
         &mut self,
         exclusive: bool,
     ) -> Result<nix::fcntl::Flock<std::fs::File>, EngineError> {

@@ -5,14 +5,20 @@
 pub mod config;
 pub mod containers;
 pub mod db;
+pub mod events;
 pub mod files;
 pub mod images;
+pub mod lifecycle;
+pub mod logs;
 pub mod names;
 pub mod profiles;
+pub mod reconcile;
 pub mod reference;
+pub mod registry;
 pub mod rootfs;
 pub mod run;
 pub mod spec;
+pub mod stats;
 pub mod user;
 
 use std::path::{Path, PathBuf};
@@ -27,6 +33,8 @@ pub enum EngineError {
     Image(#[from] berth_image::ImageError),
     #[error("{0}")]
     Reference(#[from] reference::ReferenceError),
+    #[error("{0}")]
+    Registry(#[from] berth_registry::RegistryError),
     #[error("no such image: {0}")]
     NoSuchImage(String),
     #[error("no such container: {0}")]
@@ -47,6 +55,8 @@ pub enum EngineError {
     ContainerRunning(String),
     #[error("{0}")]
     Invalid(String),
+    #[error("{msg}")]
+    StartFailed { code: i32, msg: String },
     #[error("{0}")]
     Spawn(#[from] berth_sandbox::SpawnError),
     #[error("{0}")]
@@ -71,6 +81,7 @@ impl EngineError {
     pub fn exit_code(&self) -> i32 {
         match self {
             EngineError::Spawn(e) => e.exit_code(),
+            EngineError::StartFailed { code, .. } => *code,
             _ => 125,
         }
     }

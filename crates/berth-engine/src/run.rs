@@ -106,6 +106,10 @@ impl Engine {
             Ok(code) => {
                 // OOM kills show as SIGKILL (137), as with Docker.
                 self.db().set_exited(&id, code, oom, "", now())?;
+                if oom {
+                    crate::events::emit(&self.root, &c.row, "oom", &[]);
+                }
+                crate::events::emit(&self.root, &c.row, "die", &[("exitCode", code.to_string())]);
                 Ok(Exit {
                     code,
                     oom_killed: oom,
@@ -155,6 +159,7 @@ impl Engine {
         let start = pid_start_time(pid.as_raw()).unwrap_or(0);
         self.db()
             .set_running(&c.row.id, pid.as_raw(), start, now())?;
+        crate::events::emit(&self.root, &c.row, "start", &[]);
         wait_loop(pid, &sfd, started.pty_master, cfg.interactive)
     }
 }

@@ -224,13 +224,13 @@ pub(crate) fn config_json(spec: &ImageSpec, layers: &[LayerBlob]) -> Result<Vec<
 }
 
 /// The outer archive, with deterministic metadata on every entry.
-struct Outer {
+pub(crate) struct Outer {
     builder: tar::Builder<Vec<u8>>,
     written: BTreeSet<String>,
 }
 
 impl Outer {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             builder: tar::Builder::new(Vec::new()),
             written: BTreeSet::new(),
@@ -253,19 +253,19 @@ impl Outer {
             .with_context(|| format!("writing {path} into the image archive"))
     }
 
-    fn dir(&mut self, path: &str) -> Result<()> {
+    pub(crate) fn dir(&mut self, path: &str) -> Result<()> {
         self.entry(EntryType::Directory, path, 0o755, b"")
     }
 
     /// Writes a file and returns the offset of its data in the archive.
-    fn file(&mut self, path: &str, data: &[u8]) -> Result<usize> {
+    pub(crate) fn file(&mut self, path: &str, data: &[u8]) -> Result<usize> {
         let header_at = self.builder.get_ref().len();
         self.entry(EntryType::Regular, path, 0o644, data)?;
         // Names here are short, so there is exactly one 512-byte header.
         Ok(header_at + 512)
     }
 
-    fn finish(self) -> Result<Vec<u8>> {
+    pub(crate) fn finish(self) -> Result<Vec<u8>> {
         self.builder.into_inner().context("finishing image archive")
     }
 }

@@ -27,6 +27,7 @@ use anyhow::{Context, Result};
 mod archive;
 mod evil;
 mod layers;
+mod multi;
 
 /// The archive layout to write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,6 +148,28 @@ pub fn layered_image(spec: &ImageSpec, out: &Path) -> Result<()> {
         ),
     ];
     write_atomic(out, &archive::image_bytes(spec, tars)?)
+}
+
+/// A multi-platform image: an OCI image layout whose `index.json` has one
+/// entry, named [`ImageSpec::name`] (annotations as for [`Format::Oci`]),
+/// pointing at an image index with one manifest per architecture of
+/// `archs` (platform `linux/<arch>`, variant `v8` for `arm64` and `v7` for
+/// `arm`). Each image has the busybox layer and a second layer holding
+/// [`ARCH_FILE`] with the architecture's name and a newline; its config
+/// says that architecture. `spec.format` is ignored (always OCI).
+pub fn multiarch_image(spec: &ImageSpec, archs: &[&str], out: &Path) -> Result<()> {
+    write_atomic(out, &multi::multiarch_bytes(spec, archs)?)
+}
+
+/// The file (no leading `/`) that tells a [`multiarch_image`] platform.
+pub const ARCH_FILE: &str = multi::ARCH_FILE;
+
+/// A large multi-layer image for benchmarks: the busybox layer and
+/// `layers` layers of `layer_mib` MiB each, in 4 MiB files under
+/// `/data/layer<N>/`, alternately pseudo-random (incompressible) and text
+/// (compressible), deterministic like every fixture.
+pub fn big_image(spec: &ImageSpec, layers: usize, layer_mib: usize, out: &Path) -> Result<()> {
+    write_atomic(out, &multi::big_bytes(spec, layers, layer_mib)?)
 }
 
 /// The file name every path-escape fixture tries to create outside the

@@ -5,18 +5,24 @@ use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context, Result};
 use berth_fixtures::ImageSpec;
-use berth_fixtures::{busybox_image, evil_image, layered_image, Compression, Evil, Format};
+use berth_fixtures::{
+    big_image, busybox_image, evil_image, layered_image, multiarch_image, Compression, Evil, Format,
+};
 
 const USAGE: &str = "usage:
   berth-fixture busybox  --out FILE [--format oci|docker] [--compression gzip|zstd|none] [--name NAME]
                          [--cmd ARG]... [--entrypoint ARG]... [--env K=V]... [--workdir DIR] [--user U]
                          [--expose 80/tcp]... [--stop-signal SIG] [--label K=V]... [--arch ARCH]
   berth-fixture layered  --out FILE [same options]
+  berth-fixture multiarch --out FILE [same options] [--archs amd64,arm64]   (an OCI index, one image per arch)
+  berth-fixture big      --out FILE [same options] [--layers 4] [--layer-mib 50]
   berth-fixture evil     --kind dotdot|abs-symlink|rel-symlink|hardlink-outside|bad-digest|truncated|not-json --out FILE";
 
 enum Job {
     Busybox(ImageSpec),
     Layered(ImageSpec),
+    Multiarch(ImageSpec, Vec<String>),
+    Big(ImageSpec, usize, usize),
     Evil(Evil),
 }
 
@@ -57,10 +63,12 @@ fn parse(args: &[String]) -> Result<(Job, PathBuf)> {
     let (cmd, rest) = args
         .split_first()
         .ok_or_else(|| anyhow!("missing command"))?;
-    let is_image = matches!(cmd.as_str(), "busybox" | "layered");
+    let is_image = matches!(cmd.as_str(), "busybox" | "layered" | "multiarch" | "big");
     if !is_image && cmd != "evil" {
-        bail!("unknown command {cmd:?} (expected busybox, layered or evil)");
+        bail!("unknown command {cmd:?} (expected busybox, layered, multiarch, big or evil)");
     }
+    let mut archs = vec!["amd64".to_owned(), "arm64".to_owned()];
+    let (mut layers, mut layer_mib) = (4usize, 50usize);
     let mut spec = ImageSpec::default();
     let (mut cmd_args, mut entrypoint, mut env) = (Vec::new(), Vec::new(), Vec::new());
     let (mut out, mut kind) = (None, None);
@@ -99,6 +107,11 @@ fn parse(args: &[String]) -> Result<(Job, PathBuf)> {
             ("--expose", true) => spec.exposed_ports.push(value()?),
             ("--stop-signal", true) => spec.stop_signal = Some(value()?),
             ("--arch", true) => spec.arch = value()?,
+            ("--archs", true) => archs = value()?.split(',').map(String::from).collect(),
+            ("--layers", true) => layers = value()?.parse().context("--layers: not a number")?,
+            ("--layer-mib", true) => {
+                layer_mib = value()?.parse().context("--layer-mib: not a number")?
+            }
             ("--label", true) => {
                 let v = value()?;
                 let (k, val) = v
@@ -126,6 +139,8 @@ fn parse(args: &[String]) -> Result<(Job, PathBuf)> {
     let job = match cmd.as_str() {
         "busybox" => Job::Busybox(spec),
         "layered" => Job::Layered(spec),
+        "multiarch" => Job::Multiarch(spec, archs),
+        "big" => Job::Big(spec, layers, layer_mib),
         _ => Job::Evil(kind.ok_or_else(|| anyhow!("evil: --kind is required"))?),
     };
     Ok((job, out))
@@ -136,6 +151,11 @@ fn run(args: &[String]) -> Result<()> {
     match job {
         Job::Busybox(spec) => busybox_image(&spec, &out),
         Job::Layered(spec) => layered_image(&spec, &out),
+        Job::Multiarch(spec, archs) => {
+            let archs: Vec<&str> = archs.iter().map(String::as_str).collect();
+            multiarch_image(&spec, &archs, &out)
+        }
+        Job::Big(spec, layers, mib) => big_image(&spec, layers, mib, &out),
         Job::Evil(kind) => evil_image(kind, &out),
     }
     .with_context(|| format!("writing {}", out.display()))

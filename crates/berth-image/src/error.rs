@@ -51,6 +51,28 @@ pub enum ImageError {
         actual: u64,
     },
 
+    /// Content fetched from a source other than an archive (a registry)
+    /// does not hash to the digest its descriptor names.
+    #[error("{what} does not match its digest: expected {expected}, got content with {actual}")]
+    ContentMismatch {
+        what: String,
+        expected: String,
+        actual: String,
+    },
+
+    /// Content fetched from a source other than an archive is not the size
+    /// its descriptor names.
+    #[error("{what} is not the size its descriptor says: expected {expected} bytes, got {actual}")]
+    ContentSize {
+        what: String,
+        expected: u64,
+        actual: u64,
+    },
+
+    /// Reading content from its source (a registry connection) failed.
+    #[error("cannot read {what}: {error}")]
+    Source { what: String, error: io::Error },
+
     /// A layer's uncompressed content does not match the config's diff id.
     #[error(
         "layer {layer} does not match the image config: config says diff id {expected}, \

@@ -69,9 +69,9 @@ struct NewLayer {
 
 /// What was renamed into the store, to undo on failure.
 #[derive(Default)]
-struct Committed {
-    files: Vec<PathBuf>,
-    dirs: Vec<PathBuf>,
+pub(crate) struct Committed {
+    pub(crate) files: Vec<PathBuf>,
+    pub(crate) dirs: Vec<PathBuf>,
 }
 
 impl Store {
@@ -205,7 +205,7 @@ impl Store {
         Ok(())
     }
 
-    fn undo(&self, done: Committed) {
+    pub(crate) fn undo(&self, done: Committed) {
         for f in done.files {
             let _ = fs::remove_file(f);
         }

@@ -9,6 +9,10 @@ use std::time::Duration;
 
 use oci_spec::runtime::LinuxResources;
 
+mod resources;
+mod stats;
+pub use stats::Usage;
+
 /// v1 controllers a container gets its own group in.
 const V1_CONTROLLERS: &[&str] = &[
     "memory", "pids", "cpu", "cpuacct", "cpuset", "devices", "freezer", "blkio",
@@ -26,6 +30,9 @@ pub enum CgroupError {
     },
     #[error("no cgroup filesystem is mounted under /sys/fs/cgroup")]
     NoCgroupFs,
+    /// A resource this host's cgroup layout cannot enforce; names the field.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 /// Which cgroup layout the host uses.

@@ -5,6 +5,10 @@
 //! seccomp loader's single syscall).
 
 pub mod cgroup;
+mod child;
+pub mod exec;
+pub mod hooks;
+pub mod mount_extra;
 pub mod mounts;
 pub mod process;
 pub mod safepath;
@@ -14,7 +18,9 @@ pub mod sys;
 pub mod tty;
 
 pub use cgroup::{Cgroup, CgroupError, Layout};
-pub use spawn::{spawn, SpawnError, SpawnOptions, Started, Stdio};
+pub use child::check_process;
+pub use exec::{exec, ExecOptions};
+pub use spawn::{spawn, spawn_with, SpawnError, SpawnExtras, SpawnOptions, Started, Stdio};
 
 /// A failed step of container setup in the child, reported to the parent.
 #[derive(Debug)]

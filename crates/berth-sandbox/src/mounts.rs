@@ -21,6 +21,13 @@ pub struct MountOptions {
     pub flags: MsFlags,
     pub propagation: Vec<MsFlags>,
     pub data: Vec<String>,
+    /// `MOUNT_ATTR_*` bits set and cleared recursively (`rro`, `rnosuid`, ...).
+    pub rec_set: u64,
+    pub rec_clear: u64,
+    /// `tmpcopyup`: the tmpfs starts with the covered directory's contents.
+    pub tmpcopyup: bool,
+    /// `idmap`/`ridmap` was asked for (refused: not supported yet).
+    pub idmap: bool,
 }
 
 impl MountOptions {
@@ -29,6 +36,10 @@ impl MountOptions {
             flags: MsFlags::empty(),
             propagation: Vec::new(),
             data: Vec::new(),
+            rec_set: 0,
+            rec_clear: 0,
+            tmpcopyup: false,
+            idmap: false,
         };
         for o in opts {
             let (set, clear) = match o.as_str() {
@@ -55,6 +66,14 @@ impl MountOptions {
                 "strictatime" => (MsFlags::MS_STRICTATIME, MsFlags::empty()),
                 "nostrictatime" => (MsFlags::empty(), MsFlags::MS_STRICTATIME),
                 "bind" => (MsFlags::MS_BIND, MsFlags::empty()),
+                "nosymfollow" => (crate::mount_extra::MS_NOSYMFOLLOW, MsFlags::empty()),
+                "symfollow" => (MsFlags::empty(), crate::mount_extra::MS_NOSYMFOLLOW),
+                "lazytime" => (MsFlags::MS_LAZYTIME, MsFlags::empty()),
+                "nolazytime" => (MsFlags::empty(), MsFlags::MS_LAZYTIME),
+                "silent" => (MsFlags::MS_SILENT, MsFlags::empty()),
+                "loud" => (MsFlags::empty(), MsFlags::MS_SILENT),
+                "iversion" => (MsFlags::MS_I_VERSION, MsFlags::empty()),
+                "noiversion" => (MsFlags::empty(), MsFlags::MS_I_VERSION),
                 "rbind" => (MsFlags::MS_BIND | MsFlags::MS_REC, MsFlags::empty()),
                 "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave"
                 | "unbindable" | "runbindable" => {
@@ -73,7 +92,21 @@ impl MountOptions {
                     continue;
                 }
                 // Options for the runtime, not the kernel.
-                "tmpcopyup" | "idmap" | "ridmap" | "copy-symlink" => continue,
+                "tmpcopyup" => {
+                    out.tmpcopyup = true;
+                    continue;
+                }
+                "idmap" | "ridmap" => {
+                    out.idmap = true;
+                    continue;
+                }
+                "copy-symlink" => continue,
+                o if crate::mount_extra::recursive_attr(o).is_some() => {
+                    let (set, clear) = crate::mount_extra::recursive_attr(o).unwrap_or((0, 0));
+                    out.rec_set = (out.rec_set & !clear) | set;
+                    out.rec_clear = (out.rec_clear & !set) | clear;
+                    continue;
+                }
                 _ => {
                     out.data.push(o.clone());
                     continue;
@@ -105,6 +138,19 @@ fn nerr(step: impl Into<String>) -> impl FnOnce(nix::errno::Errno) -> SetupError
 
 /// Prepares the rootfs in the child's new mount namespace, then pivots into it.
 pub fn setup_rootfs(spec: &Spec, rootfs: &Path) -> Result<(), SetupError> {
+    setup_rootfs_with(spec, rootfs, false, &mut || Ok(()))
+}
+
+/// [`setup_rootfs`] with `--no-pivot` (`MS_MOVE` + chroot instead of
+/// pivot_root) and a step run after the mounts, right before entering the
+/// rootfs (where the runtime spec runs `createRuntime` and
+/// `createContainer` hooks).
+pub fn setup_rootfs_with(
+    spec: &Spec,
+    rootfs: &Path,
+    no_pivot: bool,
+    before_pivot: &mut dyn FnMut() -> Result<(), SetupError>,
+) -> Result<(), SetupError> {
     let linux = spec.linux().as_ref();
     let propagation = match linux.and_then(|l| l.rootfs_propagation().as_deref()) {
         Some("shared") | Some("rshared") => MsFlags::MS_SHARED | MsFlags::MS_REC,
@@ -135,7 +181,12 @@ pub fn setup_rootfs(spec: &Spec, rootfs: &Path) -> Result<(), SetupError> {
     }
     create_devices(&root_fd, linux.and_then(|l| l.devices().as_ref()))?;
 
-    pivot(rootfs)?;
+    before_pivot()?;
+    if no_pivot {
+        crate::mount_extra::move_root(rootfs)?;
+    } else {
+        pivot(rootfs)?;
+    }
 
     if let Some(linux) = linux {
         for p in linux.masked_paths().iter().flatten() {
@@ -171,6 +222,15 @@ fn mount_one(root: &OwnedFd, m: &Mount) -> Result<(), SetupError> {
         .as_deref()
         .unwrap_or(if opts.is_bind() { "bind" } else { "none" });
     let step = |what: &str| format!("mounting {typ} on {}: {what}", dest.display());
+    if opts.idmap || m.uid_mappings().is_some() || m.gid_mappings().is_some() {
+        return Err(SetupError {
+            step: format!(
+                "mounts[{}]: idmapped mounts (idmap, uidMappings) are not supported",
+                dest.display()
+            ),
+            source: io::Error::from_raw_os_error(libc::EINVAL),
+        });
+    }
     if typ == "cgroup" || typ == "cgroup2" {
         return mount_cgroup(root, dest, &opts);
     }
@@ -196,6 +256,18 @@ fn mount_one(root: &OwnedFd, m: &Mount) -> Result<(), SetupError> {
     let target = fd_path(&target);
     let data = opts.data.join(",");
     let data = (!data.is_empty()).then_some(data.as_str());
+    let covered = if opts.tmpcopyup && typ == "tmpfs" {
+        Some(
+            nix::fcntl::open(
+                target.as_str(),
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(nerr(step("tmpcopyup")))?,
+        )
+    } else {
+        None
+    };
     if bind {
         let flags = MsFlags::MS_BIND | (opts.flags & MsFlags::MS_REC);
         mount(
@@ -215,6 +287,10 @@ fn mount_one(root: &OwnedFd, m: &Mount) -> Result<(), SetupError> {
             .map_err(nerr(step("mount")))?;
     }
     let extra = opts.flags - (MsFlags::MS_BIND | MsFlags::MS_REC);
+    if let Some(old) = &covered {
+        let mounted = open_in_root(root, dest, OFlag::O_PATH).map_err(err(step("reopening")))?;
+        crate::mount_extra::copy_up(old, &fd_path(&mounted))?;
+    }
     if (bind && !extra.is_empty()) || !opts.propagation.is_empty() {
         // The descriptor above names the directory under the new mount:
         // reopen the path to reach the mount itself.
@@ -240,6 +316,16 @@ fn mount_one(root: &OwnedFd, m: &Mount) -> Result<(), SetupError> {
             )
             .map_err(nerr(step("setting propagation")))?;
         }
+    }
+    // Last: a bind remount above would reset the top mount's attributes.
+    if opts.rec_set != 0 || opts.rec_clear != 0 {
+        let mounted = open_in_root(root, dest, OFlag::O_PATH).map_err(err(step("reopening")))?;
+        crate::mount_extra::apply_recursive(
+            &mounted,
+            opts.rec_set,
+            opts.rec_clear,
+            &step("attributes"),
+        )?;
     }
     Ok(())
 }

@@ -179,3 +179,102 @@ pub fn exit_now(code: i32) -> ! {
     // SAFETY: _exit never returns and touches no Rust-managed state.
     unsafe { libc::_exit(code) }
 }
+
+/// `personality(2)`: sets the execution domain of the calling process
+/// (`linux.personality` of the OCI spec).
+pub fn set_personality(persona: libc::c_ulong) -> io::Result<()> {
+    // SAFETY: personality takes a plain integer and changes only how the
+    // kernel treats this process; no memory is passed.
+    let ret = unsafe { libc::syscall(libc::SYS_personality, persona) };
+    if ret == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `setdomainname(2)` in the calling process's UTS namespace.
+pub fn set_domainname(name: &[u8]) -> io::Result<()> {
+    // SAFETY: the pointer and length describe `name`, a live byte slice that
+    // the kernel only reads during the call.
+    let ret = unsafe { libc::setdomainname(name.as_ptr().cast(), name.len()) };
+    if ret == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `struct mount_attr` of `mount_setattr(2)`.
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// `mount_setattr(2)` with `AT_RECURSIVE | AT_EMPTY_PATH` on the mount that
+/// `fd` (an `O_PATH` descriptor) names: sets and clears `MOUNT_ATTR_*` bits
+/// on the whole mount tree below it.
+pub fn mount_setattr_recursive(fd: BorrowedFd<'_>, set: u64, clear: u64) -> io::Result<()> {
+    let attr = MountAttr {
+        attr_set: set,
+        attr_clr: clear,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let empty = c"";
+    // SAFETY: `fd` is a valid descriptor for the call; the path is an empty
+    // NUL-terminated string (AT_EMPTY_PATH); `attr` is a live, properly laid
+    // out `struct mount_attr` whose size is passed; the kernel only reads it.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            empty.as_ptr(),
+            (libc::AT_RECURSIVE | libc::AT_EMPTY_PATH) as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if ret == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `ioprio_set(IOPRIO_WHO_PROCESS, 0, ...)`: the I/O priority of the calling
+/// process (`process.ioPriority`).
+pub fn set_ioprio(class: u32, level: u32) -> io::Result<()> {
+    const IOPRIO_WHO_PROCESS: libc::c_int = 1;
+    let prio = (class << 13) | (level & 0x1fff);
+    // SAFETY: ioprio_set takes integers only.
+    let ret = unsafe { libc::syscall(libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0, prio) };
+    if ret == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Sets or clears `FD_CLOEXEC` on a descriptor number that the caller did
+/// not open itself (the runtime keeps `--preserve-fds` open for the
+/// container and closes every other inherited one at exec). Fails with
+/// `EBADF` when the descriptor is not open.
+pub fn set_cloexec(fd: RawFd, cloexec: bool) -> io::Result<()> {
+    let flags = if cloexec { libc::FD_CLOEXEC } else { 0 };
+    // SAFETY: F_SETFD with an integer argument only changes descriptor flags;
+    // an invalid descriptor number makes the call fail with EBADF.
+    let ret = unsafe { libc::fcntl(fd, libc::F_SETFD, flags) };
+    if ret == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Borrows a descriptor number the caller has checked is open and keeps
+/// open while the borrow lives (used for descriptors named on a command
+/// line).
+pub fn borrow_fd(fd: RawFd) -> BorrowedFd<'static> {
+    // SAFETY: callers only pass descriptors inherited by this process that
+    // stay open for the rest of its (short) life.
+    unsafe { BorrowedFd::borrow_raw(fd) }
+}

@@ -143,3 +143,79 @@ mod tests {
         assert_eq!(human_duration(3 * 3600), "3 hours");
     }
 }
+
+/// Docker-style `--format`: `json` (the whole object on one line), or a
+/// template with `{{.Field}}`, `{{.A.B}}`, `{{json .X}}` and `{{.}}`;
+/// `\t` and `\n` in the template are tab and newline.
+pub fn render(template: &str, v: &serde_json::Value) -> String {
+    let t = template.trim();
+    if t == "json" || t == "{{json .}}" {
+        return v.to_string();
+    }
+    let t = t
+        .strip_prefix("table ")
+        .unwrap_or(t)
+        .replace("\\t", "\t")
+        .replace("\\n", "\n");
+    let mut out = String::new();
+    let mut rest = t.as_str();
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let Some(end) = rest[start..].find("}}") else {
+            out.push_str(&rest[start..]);
+            return out;
+        };
+        let expr = rest[start + 2..start + end].trim();
+        let (as_json, path) = match expr.strip_prefix("json ") {
+            Some(p) => (true, p.trim()),
+            None => (false, expr),
+        };
+        let mut cur = v;
+        let mut missing = false;
+        for part in path
+            .trim_start_matches('.')
+            .split('.')
+            .filter(|p| !p.is_empty())
+        {
+            match cur.get(part) {
+                Some(x) => cur = x,
+                None => {
+                    missing = true;
+                    break;
+                }
+            }
+        }
+        if missing {
+            out.push_str("<no value>");
+        } else if as_json {
+            out.push_str(&cur.to_string());
+        } else {
+            match cur {
+                serde_json::Value::String(s) => out.push_str(s),
+                serde_json::Value::Null => out.push_str("<no value>"),
+                other => out.push_str(&other.to_string()),
+            }
+        }
+        rest = &rest[start + end + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod template_tests {
+    use super::render;
+
+    #[test]
+    fn templates() {
+        let v = serde_json::json!({"ID": "abc", "State": {"Status": "running", "Pid": 7}, "Names": "web"});
+        assert_eq!(render("{{.ID}}\\t{{.Names}}", &v), "abc\tweb");
+        assert_eq!(render("{{.State.Status}} {{.State.Pid}}", &v), "running 7");
+        assert_eq!(
+            render("{{json .State}}", &v),
+            r#"{"Pid":7,"Status":"running"}"#
+        );
+        assert_eq!(render("{{.Nope}}", &v), "<no value>");
+        assert_eq!(render("json", &serde_json::json!({"a":1})), r#"{"a":1}"#);
+    }
+}

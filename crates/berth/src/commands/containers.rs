@@ -10,7 +10,7 @@ pub fn ps(engine: &mut Engine, a: &PsArgs) -> Result<u8> {
     let rows = engine.containers()?;
     let rows: Vec<_> = rows
         .into_iter()
-        .filter(|r| a.all || r.state == "running")
+        .filter(|r| a.all || matches!(r.state.as_str(), "running" | "paused" | "restarting"))
         .collect();
     if a.quiet {
         for r in &rows {
@@ -34,6 +34,7 @@ pub fn ps(engine: &mut Engine, a: &PsArgs) -> Result<u8> {
         "PORTS",
         "NAMES",
     ]);
+    let mut formatted = Vec::new();
     let now = berth_engine::now();
     for r in &rows {
         let cfg: ContainerConfig = serde_json::from_str(&r.config).unwrap_or_default();
@@ -53,8 +54,14 @@ pub fn ps(engine: &mut Engine, a: &PsArgs) -> Result<u8> {
         if !a.no_trunc && command.chars().count() > 20 {
             command = command.chars().take(19).collect::<String>() + "…";
         }
-        let status = match r.state.as_str() {
+        let mut status = match r.state.as_str() {
             "running" => format!("Up {}", human_duration(now - r.started_at)),
+            "paused" => format!("Up {} (Paused)", human_duration(now - r.started_at)),
+            "restarting" => format!(
+                "Restarting ({}) {} ago",
+                r.exit_code,
+                human_duration(now - r.finished_at)
+            ),
             "exited" => format!(
                 "Exited ({}) {} ago",
                 r.exit_code,
@@ -63,6 +70,20 @@ pub fn ps(engine: &mut Engine, a: &PsArgs) -> Result<u8> {
             "created" => "Created".to_string(),
             s => s.to_string(),
         };
+        if r.restart_count > 0 && r.state != "restarting" {
+            status.push_str(&format!(" (restarts: {})", r.restart_count));
+        }
+        if let Some(f) = &a.format {
+            let v = serde_json::json!({
+                "ID": if a.no_trunc { r.id.clone() } else { r.id[..12].to_string() },
+                "Image": r.image_ref, "Command": format!("\"{command}\""),
+                "CreatedAt": berth_engine::containers::rfc3339(r.created), "RunningFor": ago(r.created),
+                "Ports": "", "State": r.state, "Status": status, "Names": r.name,
+                "RestartCount": r.restart_count, "Labels": "", "Mounts": "", "Networks": "",
+            });
+            formatted.push(crate::format::render(f, &v));
+            continue;
+        }
         t.row(vec![
             if a.no_trunc {
                 r.id.clone()
@@ -76,6 +97,12 @@ pub fn ps(engine: &mut Engine, a: &PsArgs) -> Result<u8> {
             String::new(),
             r.name.clone(),
         ]);
+    }
+    if a.format.is_some() {
+        for line in formatted {
+            println!("{line}");
+        }
+        return Ok(0);
     }
     t.print();
     Ok(0)
@@ -96,7 +123,12 @@ pub fn rm(engine: &mut Engine, a: &RmArgs) -> Result<u8> {
 }
 
 /// `berth inspect`: containers first, then images, as Docker does.
-pub fn inspect(engine: &mut Engine, names: &[String], typ: Option<&str>) -> Result<u8> {
+pub fn inspect(
+    engine: &mut Engine,
+    names: &[String],
+    typ: Option<&str>,
+    format: Option<&str>,
+) -> Result<u8> {
     let mut out = Vec::new();
     let mut failed = false;
     for n in names {
@@ -123,6 +155,13 @@ pub fn inspect(engine: &mut Engine, names: &[String], typ: Option<&str>) -> Resu
             }
         }
     }
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    match format {
+        Some(f) => {
+            for v in &out {
+                println!("{}", crate::format::render(f, v));
+            }
+        }
+        None => println!("{}", serde_json::to_string_pretty(&out)?),
+    }
     Ok(if failed { 1 } else { 0 })
 }

@@ -1,6 +1,7 @@
 //! `berth run` and `berth create`.
 
 use anyhow::{bail, Context, Result};
+use berth_engine::config::RestartPolicy;
 use berth_engine::{ContainerConfig, Engine, TmpfsMount, VolumeMount};
 
 use crate::cli::{ContainerOpts, CreateArgs, RunArgs};
@@ -8,13 +9,32 @@ use crate::format::parse_bytes;
 
 pub fn run(engine: &mut Engine, a: RunArgs) -> Result<u8> {
     let mut cfg = to_config(a.opts)?;
+    super::registry::ensure_image(engine, &cfg.image, &a.pull)?;
     cfg.auto_remove = a.rm;
+    if a.detach || !cfg.restart.is_none() {
+        // Detached (or restartable): the container runs under its monitor.
+        if cfg.interactive && a.detach {
+            bail!("-i with -d is not supported yet: berth attach does not forward input");
+        }
+        let detach = a.detach;
+        let c = engine.create(cfg, None)?;
+        let id = c.row.id.clone();
+        drop(c);
+        let since = berth_engine::now();
+        engine.start_detached(&id)?;
+        if detach {
+            println!("{id}");
+            return Ok(0);
+        }
+        return crate::commands::logs::attach_and_wait(engine, &id, since);
+    }
     let (_, exit) = berth_engine::run::run_foreground(engine, cfg)?;
     Ok(u8::try_from(exit.code & 0xff).unwrap_or(255))
 }
 
 pub fn create(engine: &mut Engine, a: CreateArgs) -> Result<u8> {
     let mut cfg = to_config(a.opts)?;
+    super::registry::ensure_image(engine, &cfg.image, &a.pull)?;
     cfg.auto_remove = a.rm;
     match a.bundle_only {
         Some(dir) => {
@@ -23,8 +43,7 @@ pub fn create(engine: &mut Engine, a: CreateArgs) -> Result<u8> {
         }
         None => {
             let c = engine.create(cfg, None)?;
-            // A created container is started by `berth start` (not yet available);
-            // keep its files but release the rootfs mount until then.
+            // `berth start` runs it under a monitor.
             println!("{}", c.row.id);
         }
     }
@@ -107,6 +126,28 @@ fn to_config(o: ContainerOpts) -> Result<ContainerConfig> {
     let entrypoint = o
         .entrypoint
         .map(|e| if e.is_empty() { Vec::new() } else { vec![e] });
+    let restart = match &o.restart {
+        Some(r) => RestartPolicy::parse(r).map_err(anyhow::Error::msg)?,
+        None => RestartPolicy::default(),
+    };
+    let (mut log_max_size, mut log_max_file) = (0u64, 1u32);
+    for opt in &o.log_opt {
+        match opt.split_once('=') {
+            Some(("max-size", v)) => {
+                log_max_size =
+                    parse_bytes(v).with_context(|| format!("invalid --log-opt {opt:?}"))? as u64
+            }
+            Some(("max-file", v)) => {
+                log_max_file = v.parse::<u32>().ok().filter(|n| *n >= 1).with_context(|| {
+                    format!("invalid --log-opt {opt:?}: max-file must be a positive number")
+                })?
+            }
+            _ => bail!("unknown --log-opt {opt:?}: berth supports max-size=SIZE and max-file=N"),
+        }
+    }
+    if let Some(sig) = &o.stop_signal {
+        berth_engine::lifecycle::parse_signal(sig)?;
+    }
     Ok(ContainerConfig {
         image,
         name: o.name,
@@ -125,5 +166,10 @@ fn to_config(o: ContainerOpts) -> Result<ContainerConfig> {
         interactive: o.interactive,
         tty: o.tty,
         auto_remove: false,
+        restart,
+        log_max_size,
+        log_max_file,
+        stop_signal: o.stop_signal,
+        stop_timeout: o.stop_timeout,
     })
 }

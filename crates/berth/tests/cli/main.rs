@@ -2,8 +2,10 @@
 
 mod bad_input;
 mod common;
+mod detached;
 mod images;
 mod isolation;
 mod limits;
 mod peers;
+mod registry;
 mod run;

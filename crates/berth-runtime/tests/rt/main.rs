@@ -1,0 +1,9 @@
+//! berth-runtime driven as its real clients drive it. Runs as root; every
+//! test has its own `--root`, bundles and cgroup parent, and checks that
+//! nothing (containers, mounts, cgroups) is left behind.
+
+mod bad_input;
+mod common;
+mod lifecycle;
+mod peers;
+mod spec;

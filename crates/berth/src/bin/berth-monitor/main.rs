@@ -1,0 +1,224 @@
+//! berth-monitor: one small process per detached container, like podman's
+//! conmon. It owns the container's stdout/stderr (or pty), writes them to a
+//! JSON-lines log, waits for the container's exit status as its
+//! subreaper, and asks `berth` what to do next (record, clean up, restart).
+//!
+//! All container logic stays in the `berth` binary (`berth __start`,
+//! `berth __exited`); this binary only moves bytes and waits, so that an
+//! idle monitor costs little memory. It depends on libc alone.
+
+mod log;
+mod sys;
+
+use std::ffi::OsString;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use log::{JsonLog, Stream};
+
+struct Args {
+    berth: OsString,
+    root: OsString,
+    run_root: OsString,
+    id: String,
+    log: OsString,
+    max_size: u64,
+    max_file: u32,
+    tty: bool,
+    ready_fd: Option<RawFd>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut it = std::env::args_os().skip(1);
+    let mut a = Args {
+        berth: OsString::new(),
+        root: OsString::new(),
+        run_root: OsString::new(),
+        id: String::new(),
+        log: OsString::new(),
+        max_size: 0,
+        max_file: 1,
+        tty: false,
+        ready_fd: None,
+    };
+    while let Some(flag) = it.next() {
+        let flag = flag.to_string_lossy().into_owned();
+        if flag == "--tty" {
+            a.tty = true;
+            continue;
+        }
+        let v = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        let num = || {
+            v.to_string_lossy()
+                .parse::<u64>()
+                .map_err(|_| format!("{flag}: not a number"))
+        };
+        match flag.as_str() {
+            "--berth" => a.berth = v,
+            "--root" => a.root = v,
+            "--run-root" => a.run_root = v,
+            "--id" => a.id = v.to_string_lossy().into_owned(),
+            "--log" => a.log = v,
+            "--log-max-size" => a.max_size = num()?,
+            "--log-max-file" => a.max_file = num()?.max(1) as u32,
+            "--ready-fd" => a.ready_fd = Some(num()? as RawFd),
+            _ => return Err(format!("unknown flag {flag}")),
+        }
+    }
+    if a.berth.is_empty() || a.id.is_empty() || a.log.is_empty() {
+        return Err(
+            "usage: berth-monitor --berth PATH --root DIR --run-root DIR --id ID --log FILE".into(),
+        );
+    }
+    Ok(a)
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("berth-monitor: {e}");
+            std::process::exit(2);
+        }
+    };
+    sys::detach();
+    let code = run(&args);
+    std::process::exit(code);
+}
+
+fn berth(a: &Args) -> Command {
+    let mut c = Command::new(&a.berth);
+    c.arg("--root")
+        .arg(&a.root)
+        .arg("--run-root")
+        .arg(&a.run_root);
+    c
+}
+
+/// One life of the container: start it, log it, wait for it. Returns the
+/// wait status, or None when it could not be started.
+fn one_life(a: &Args, log: &mut JsonLog, ready: Option<RawFd>) -> Option<i32> {
+    let (pid_sock, child_sock) = sys::socketpair().ok()?;
+    let mut cmd = berth(a);
+    cmd.arg("__start")
+        .arg(&a.id)
+        .arg("--notify-fd")
+        .arg(child_sock.as_raw_fd().to_string());
+    if let Some(fd) = ready {
+        cmd.arg("--ready-fd").arg(fd.to_string());
+    }
+    cmd.stdin(Stdio::null());
+    let mut readers: Vec<(OwnedFd, Stream)> = Vec::new();
+    if a.tty {
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    } else {
+        let (out_r, out_w) = sys::pipe().ok()?;
+        let (err_r, err_w) = sys::pipe().ok()?;
+        cmd.stdout(Stdio::from(out_w)).stderr(Stdio::from(err_w));
+        readers.push((out_r, Stream::Stdout));
+        readers.push((err_r, Stream::Stderr));
+    }
+    let mut helper = cmd.spawn().ok()?;
+    drop(child_sock);
+    // The helper reports readiness to the CLI; our copy must not keep the
+    // CLI waiting for the container's whole life.
+    if let Some(fd) = ready {
+        drop(sys::own(fd));
+    }
+    // The helper sends the container's PID (and its pty master with -t).
+    let msg = sys::recv_with_fd(&pid_sock);
+    drop(cmd);
+    let _ = helper.wait();
+    let (pid, pty) = msg?;
+    if let Some(m) = pty {
+        readers.push((m, Stream::Stdout));
+    }
+    Some(pump(pid, &mut readers, log))
+}
+
+/// Copies output into the log until the container has exited and its
+/// streams are closed; returns the container's wait status.
+fn pump(pid: i32, readers: &mut Vec<(OwnedFd, Stream)>, log: &mut JsonLog) -> i32 {
+    let mut status: Option<i32> = None;
+    let mut exited_at: Option<Instant> = None;
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        if let Some(s) = sys::reap(pid) {
+            status.get_or_insert(s);
+            exited_at.get_or_insert_with(Instant::now);
+        }
+        if readers.is_empty() {
+            if let Some(s) = status {
+                return s;
+            }
+        }
+        // Processes left in the container die with its init; give any
+        // stragglers a moment to close their ends, no more.
+        if exited_at.is_some_and(|t| t.elapsed() > Duration::from_secs(2)) {
+            return status.unwrap_or(255 << 8);
+        }
+        let fds: Vec<RawFd> = readers.iter().map(|(f, _)| f.as_raw_fd()).collect();
+        let timeout = if status.is_some() { 100 } else { 1000 };
+        let ready = sys::poll_read(&fds, timeout);
+        let mut closed = Vec::new();
+        for (i, is_ready) in ready.iter().enumerate() {
+            if !is_ready {
+                continue;
+            }
+            let (fd, stream) = &readers[i];
+            match sys::read(fd.as_raw_fd(), &mut buf) {
+                Some(0) | None => closed.push(i),
+                Some(n) => log.write(*stream, &buf[..n]),
+            }
+        }
+        for i in closed.into_iter().rev() {
+            let (_, stream) = readers.remove(i);
+            log.flush_partial(stream);
+        }
+    }
+}
+
+fn run(a: &Args) -> i32 {
+    let mut log = match JsonLog::open(&a.log, a.max_size, a.max_file) {
+        Ok(l) => l,
+        Err(e) => {
+            if let Some(fd) = a.ready_fd {
+                sys::write_all(
+                    fd,
+                    format!("err 125 opening the log {}: {e}\n", a.log.to_string_lossy())
+                        .as_bytes(),
+                );
+            }
+            return 1;
+        }
+    };
+    let mut ready = a.ready_fd;
+    loop {
+        let status = match one_life(a, &mut log, ready) {
+            Some(s) => s,
+            None => return 1,
+        };
+        // Only the first start reports to the CLI that launched us.
+        ready = None;
+        // Ask berth to record the exit, clean up and decide on a restart.
+        let out = berth(a)
+            .arg("__exited")
+            .arg(&a.id)
+            .arg("--status")
+            .arg(status.to_string())
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output();
+        let Ok(out) = out else { return 1 };
+        let text = String::from_utf8_lossy(&out.stdout);
+        match text
+            .trim()
+            .strip_prefix("restart ")
+            .and_then(|ms| ms.parse::<u64>().ok())
+        {
+            Some(ms) => std::thread::sleep(Duration::from_millis(ms)),
+            None => return 0,
+        }
+    }
+}
