@@ -176,6 +176,36 @@ pub fn bench(exe: &Path, w: &Path, with_podman: bool) -> Result<()> {
             );
         }
     }
+    // exec into a running container.
+    let mut be = Vec::new();
+    let mut pe = Vec::new();
+    for _ in 0..COUNT {
+        let mut c = berth(exe, w);
+        c.args(["exec", "bench-d0", "/bin/true"]);
+        be.push(timed(c, "berth exec")?);
+        if with_podman {
+            let mut c = podman(w);
+            c.args(["exec", "bench-d0", "/bin/true"]);
+            pe.push(timed(c, "podman exec")?);
+        }
+    }
+    let (emin, emed) = stats(&be);
+    println!(
+        "{:<48} {:>10.2} {:>10.2}",
+        "berth exec CTR /bin/true (ms)", emin, emed
+    );
+    if with_podman {
+        let (pmin, pmed) = stats(&pe);
+        println!(
+            "{:<48} {:>10.2} {:>10.2}",
+            "podman exec CTR /bin/true (ms)", pmin, pmed
+        );
+        println!(
+            "ratio podman/berth exec: min {:.2}x  median {:.2}x  (>1: berth is faster)",
+            pmin / emin,
+            pmed / emed
+        );
+    }
     // Clean up both.
     let mut c = berth(exe, w);
     c.args(["rm", "-f"]);

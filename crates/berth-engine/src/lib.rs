@@ -6,6 +6,7 @@ pub mod config;
 pub mod containers;
 pub mod db;
 pub mod events;
+pub mod exec;
 pub mod files;
 pub mod images;
 pub mod lifecycle;

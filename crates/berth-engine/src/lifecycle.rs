@@ -56,7 +56,7 @@ impl Engine {
         serde_json::from_str(&row.config).unwrap_or_default()
     }
 
-    fn load_spec(&self, id: &str) -> Result<oci_spec::runtime::Spec, EngineError> {
+    pub(crate) fn load_spec(&self, id: &str) -> Result<oci_spec::runtime::Spec, EngineError> {
         let path = self.container_dir(id).join("config.json");
         let bytes = std::fs::read(&path).map_err(io_err(format!("reading {}", path.display())))?;
         serde_json::from_slice(&bytes)

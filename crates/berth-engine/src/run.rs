@@ -32,7 +32,7 @@ pub struct Exit {
     pub oom_killed: bool,
 }
 
-fn signal_set() -> SigSet {
+pub(crate) fn signal_set() -> SigSet {
     let mut set = SigSet::empty();
     for s in FORWARDED {
         set.add(*s);
@@ -172,7 +172,7 @@ fn status_code(st: WaitStatus) -> Option<i32> {
     }
 }
 
-fn wait_loop(
+pub(crate) fn wait_loop(
     pid: Pid,
     sfd: &SignalFd,
     pty: Option<OwnedFd>,

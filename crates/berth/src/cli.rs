@@ -82,6 +82,8 @@ pub enum Command {
     Unpause(ContainersArgs),
     /// Rename a container.
     Rename(RenameArgs),
+    /// Run a command in a running container.
+    Exec(ExecArgs),
     /// Show a container's log.
     Logs(LogsArgs),
     /// Follow a running container's output until it stops.
@@ -152,6 +154,31 @@ pub struct KillArgs {
 pub struct RenameArgs {
     pub container: String,
     pub new_name: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ExecArgs {
+    /// Keep standard input open.
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Allocate a pseudo-terminal.
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Run in the background.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Set environment variables.
+    #[arg(short, long = "env")]
+    pub env: Vec<String>,
+    /// User (name|uid[:group|gid]).
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Working directory inside the container.
+    #[arg(short, long)]
+    pub workdir: Option<String>,
+    /// CONTAINER COMMAND [ARG...]
+    #[arg(required = true, trailing_var_arg = true, num_args = 2..)]
+    pub container_and_command: Vec<String>,
 }
 
 #[derive(Args, Debug)]

@@ -5,8 +5,8 @@ use anyhow::Result;
 use berth_engine::Engine;
 
 use crate::cli::{
-    ContainersArgs, InternalExitedArgs, InternalStartArgs, KillArgs, RenameArgs, StartArgs,
-    StopArgs,
+    ContainersArgs, ExecArgs, InternalExitedArgs, InternalStartArgs, KillArgs, RenameArgs,
+    StartArgs, StopArgs,
 };
 
 /// Runs `f` for each container, printing its name on success and one error
@@ -111,4 +111,31 @@ pub fn internal_exited(engine: &mut Engine, a: &InternalExitedArgs) -> Result<u8
         println!("restart {ms}");
     }
     Ok(0)
+}
+
+pub fn exec(engine: &mut Engine, a: ExecArgs) -> Result<u8> {
+    let mut it = a.container_and_command.into_iter();
+    let container = it.next().unwrap_or_default();
+    let env = a
+        .env
+        .iter()
+        .filter_map(|e| {
+            if e.contains('=') {
+                Some(e.clone())
+            } else {
+                std::env::var(e).ok().map(|v| format!("{e}={v}"))
+            }
+        })
+        .collect();
+    let cfg = berth_engine::exec::ExecConfig {
+        cmd: it.collect(),
+        env,
+        user: a.user,
+        workdir: a.workdir,
+        interactive: a.interactive,
+        tty: a.tty,
+        detach: a.detach,
+    };
+    let code = engine.exec(&container, &cfg)?;
+    Ok(u8::try_from(code & 0xff).unwrap_or(255))
 }

@@ -73,6 +73,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Command::Unpause(a) => lifecycle::pause(&mut open_reconciled()?, &a, false),
         Command::Rename(a) => lifecycle::rename(&mut open_reconciled()?, &a),
         Command::Logs(a) => logs::logs(&mut open()?, &a),
+        Command::Exec(a) => lifecycle::exec(&mut open()?, a),
         Command::Attach(a) => logs::attach(&mut open()?, &a.container),
         Command::Events(a) => logs::events(&mut open()?, &a),
         Command::Top(a) => stats::top(&mut open()?, &a.container),

@@ -372,3 +372,82 @@ fn fifty_concurrent_runs_and_removals_stay_consistent() {
         out.stdout.is_empty()
     });
 }
+
+#[test]
+fn exec_joins_the_container() {
+    let env = Env::with_busybox();
+    env.berth(&[
+        "run",
+        "-d",
+        "--name",
+        "box",
+        "-e",
+        "FROM_RUN=1",
+        "busybox",
+        "sh",
+        "-c",
+        "echo $$ > /init.pid; sleep 60",
+    ])
+    .ok();
+    let out = env
+        .berth(&["exec", "box", "sh", "-c", "echo $FROM_RUN; hostname; cat /init.pid; grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status"])
+        .ok()
+        .stdout;
+    let host_ns = std::fs::read_link("/proc/self/ns/pid").unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&env.berth(&["inspect", "box"]).ok().stdout).unwrap();
+    let pid = v[0]["State"]["Pid"].as_i64().unwrap();
+    let hostname = v[0]["Config"]["Hostname"].as_str().unwrap().to_string();
+    assert_eq!(
+        out,
+        format!("1\n{hostname}\n1\nCapEff:\t00000000a80425fb\nNoNewPrivs:\t1\nSeccomp:\t2\n")
+    );
+    assert_ne!(
+        std::fs::read_link(format!("/proc/{pid}/ns/pid")).unwrap(),
+        host_ns
+    );
+    // User, working directory, environment, exit code.
+    let r = env.berth(&[
+        "exec",
+        "-u",
+        "app",
+        "-w",
+        "/tmp",
+        "-e",
+        "X=2",
+        "box",
+        "sh",
+        "-c",
+        "id -un; pwd; echo $X; exit 9",
+    ]);
+    assert_eq!((r.code, r.stdout.as_str()), (9, "app\n/tmp\n2\n"));
+    // stdin with -i.
+    let mut child = env
+        .cmd()
+        .args(["exec", "-i", "box", "tr", "a-z", "A-Z"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"piped\n").unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout),
+        "PIPED\n"
+    );
+    // The exec'd process is in the container's cgroup.
+    let r = env.berth(&["exec", "-d", "box", "sleep", "5"]).ok();
+    assert_eq!(r.stdout, "");
+    wait_for("the detached exec in top", 5, || {
+        env.berth(&["top", "box"]).stdout.contains("sleep 5")
+    });
+    let r = env.berth(&["exec", "box", "nope"]);
+    assert_eq!(r.code, 127);
+    assert!(
+        r.stderr.contains("executable file not found"),
+        "{}",
+        r.stderr
+    );
+    env.berth(&["stop", "-t", "0", "box"]).ok();
+    env.berth(&["exec", "box", "true"])
+        .fails_with("is not running");
+}
