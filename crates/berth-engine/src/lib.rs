@@ -5,6 +5,7 @@
 pub mod config;
 pub mod containers;
 pub mod db;
+pub mod detach;
 pub mod events;
 pub mod exec;
 pub mod files;

@@ -2,10 +2,9 @@
 //! commands it calls (`berth __start`, `berth __exited`), plus stop, kill,
 //! wait, pause, rename and prune.
 
-use std::io::{IoSlice, Read, Write};
+use std::io::{IoSlice, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -83,77 +82,6 @@ impl Engine {
             &target,
             cfg.auto_remove,
         )
-    }
-
-    /// Starts a created or exited container under a new monitor and returns
-    /// once its process runs (or failed to start).
-    pub fn start_detached(&mut self, key: &str) -> Result<ContainerRow, EngineError> {
-        let row = self.find(key)?;
-        match row.state.as_str() {
-            "running" | "restarting" => return Ok(row),
-            "paused" => {
-                return Err(EngineError::Invalid(format!(
-                    "container {} is paused: unpause it instead",
-                    row.name
-                )))
-            }
-            _ => {}
-        }
-        self.db().set_stop_requested(&row.id, false)?;
-        let cfg = Self::config_of(&row);
-        let exe = std::env::current_exe().map_err(io_err("finding the berth binary"))?;
-        let monitor = exe.with_file_name("berth-monitor");
-        let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(|e| io_err("creating a pipe")(e.into()))?;
-        // The monitor inherits the write end; clear close-on-exec on it.
-        nix::fcntl::fcntl(
-            &ready_w,
-            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
-        )
-        .map_err(|e| io_err("preparing the pipe")(e.into()))?;
-        let mut cmd = Command::new(&monitor);
-        cmd.arg("--berth")
-            .arg(&exe)
-            .arg("--root")
-            .arg(&self.root)
-            .arg("--run-root")
-            .arg(&self.run_root)
-            .arg("--id")
-            .arg(&row.id)
-            .arg("--log")
-            .arg(log_path(&self.container_dir(&row.id)))
-            .arg("--log-max-size")
-            .arg(cfg.log_max_size.to_string())
-            .arg("--log-max-file")
-            .arg(cfg.log_max_file.max(1).to_string())
-            .arg("--ready-fd")
-            .arg(ready_w.as_raw_fd().to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if cfg.tty {
-            cmd.arg("--tty");
-        }
-        let child = cmd
-            .spawn()
-            .map_err(io_err(format!("starting {}", monitor.display())))?;
-        drop(ready_w);
-        drop(cmd);
-        let mut answer = String::new();
-        let _ = std::fs::File::from(ready_r).read_to_string(&mut answer);
-        // The monitor detaches (setsid) and outlives us; not waiting for it
-        // is deliberate, init reaps it.
-        drop(child);
-        let answer = answer.trim();
-        if answer == "ok" {
-            return self.find(&row.id);
-        }
-        let (code, msg) = answer
-            .strip_prefix("err ")
-            .and_then(|r| r.split_once(' '))
-            .map(|(c, m)| (c.parse::<i32>().unwrap_or(125), m.to_string()))
-            .unwrap_or((125, format!("the container's monitor failed: {answer:?}")));
-        Err(EngineError::StartFailed { code, msg })
     }
 
     /// `berth __start ID`: run by the monitor. Starts the container with

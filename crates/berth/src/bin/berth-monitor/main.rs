@@ -27,6 +27,12 @@ struct Args {
     max_file: u32,
     tty: bool,
     ready_fd: Option<RawFd>,
+    /// The first life was started by the CLI before it exec'd us: the
+    /// container's PID and the read ends of its output.
+    first_pid: Option<i32>,
+    out_fd: Option<RawFd>,
+    err_fd: Option<RawFd>,
+    pty_fd: Option<RawFd>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -41,6 +47,10 @@ fn parse_args() -> Result<Args, String> {
         max_file: 1,
         tty: false,
         ready_fd: None,
+        first_pid: None,
+        out_fd: None,
+        err_fd: None,
+        pty_fd: None,
     };
     while let Some(flag) = it.next() {
         let flag = flag.to_string_lossy().into_owned();
@@ -63,6 +73,10 @@ fn parse_args() -> Result<Args, String> {
             "--log-max-size" => a.max_size = num()?,
             "--log-max-file" => a.max_file = num()?.max(1) as u32,
             "--ready-fd" => a.ready_fd = Some(num()? as RawFd),
+            "--pid" => a.first_pid = Some(num()? as i32),
+            "--out-fd" => a.out_fd = Some(num()? as RawFd),
+            "--err-fd" => a.err_fd = Some(num()? as RawFd),
+            "--pty-fd" => a.pty_fd = Some(num()? as RawFd),
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
@@ -194,10 +208,29 @@ fn run(a: &Args) -> i32 {
         }
     };
     let mut ready = a.ready_fd;
+    let mut first = a.first_pid.map(|pid| {
+        let mut readers: Vec<(OwnedFd, Stream)> = Vec::new();
+        if let Some(fd) = a.out_fd {
+            readers.push((sys::own(fd), Stream::Stdout));
+        }
+        if let Some(fd) = a.err_fd {
+            readers.push((sys::own(fd), Stream::Stderr));
+        }
+        if let Some(fd) = a.pty_fd {
+            readers.push((sys::own(fd), Stream::Stdout));
+        }
+        for (fd, _) in &readers {
+            sys::cloexec(fd.as_raw_fd());
+        }
+        (pid, readers)
+    });
     loop {
-        let status = match one_life(a, &mut log, ready) {
-            Some(s) => s,
-            None => return 1,
+        let status = match first.take() {
+            Some((pid, mut readers)) => pump(pid, &mut readers, &mut log),
+            None => match one_life(a, &mut log, ready) {
+                Some(s) => s,
+                None => return 1,
+            },
         };
         // Only the first start reports to the CLI that launched us.
         ready = None;

@@ -177,3 +177,11 @@ pub fn now() -> (i64, u32) {
         .unwrap_or_default();
     (d.as_secs() as i64, d.subsec_nanos())
 }
+
+/// Marks a descriptor close-on-exec (so later helpers do not inherit it).
+pub fn cloexec(fd: RawFd) {
+    // SAFETY: fcntl on a descriptor this process owns; no pointers.
+    unsafe {
+        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+    }
+}
