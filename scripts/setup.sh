@@ -6,7 +6,7 @@ set -euo pipefail
 PACKAGES=(
   build-essential pkg-config libseccomp-dev   # building (rusqlite, zstd and libseccomp link C)
   busybox-static                               # fixture images
-  crun runc podman                             # peers for side-by-side tests and benchmarks
+  crun runc podman containerd docker.io        # peers for side-by-side tests and benchmarks
   docker-registry skopeo apache2-utils openssl # registry tests and the pull benchmark (htpasswd, certificates)
   util-linux bsdutils iproute2 procps          # unshare, script, ip, ps
 )

@@ -4,6 +4,7 @@
 
 mod detached;
 mod pull;
+mod runtime;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -260,6 +261,7 @@ fn main() -> Result<()> {
             med / bmed
         );
     }
+    runtime::bench(&exe_dir, &w, iterations)?;
     detached::bench(&berth, &w, have("podman"))?;
     pull::bench(&berth, &pull::fixtures_dir(&exe_dir), &w)
 }

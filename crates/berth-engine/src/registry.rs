@@ -178,6 +178,8 @@ impl Engine {
         };
         let _lock = self.lock_store(false)?;
         let store = self.store()?.clone();
+        // Staging left by pulls that were killed (their processes are gone).
+        store.clean_tmp(std::time::Duration::ZERO)?;
         let req = PullRequest {
             repo: &r.path,
             reference: remote_ref(&r),

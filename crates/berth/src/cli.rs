@@ -519,6 +519,7 @@ pub struct PushArgs {
 pub struct LoginArgs {
     /// Registry (default: docker.io).
     pub server: Option<String>,
+    /// User name (asked for on a terminal when missing).
     #[arg(short, long)]
     pub username: Option<String>,
     /// Password (insecure: it shows in the process list; use --password-stdin).

@@ -132,16 +132,24 @@ fn exec_ps_pause_resume_update_events() {
     )
     .unwrap();
     let epid = env.dir.path().join("exec.pid");
-    env.rt(&[
-        "exec",
-        "--process",
-        pf.to_str().unwrap(),
-        "--detach",
-        "--pid-file",
-        epid.to_str().unwrap(),
-        "e1",
-    ])
-    .ok();
+    // The detached process keeps its stdio: give it none of ours, as a pipe
+    // would stay open (containerd passes fifos).
+    let st = env
+        .cmd()
+        .args([
+            "exec",
+            "--process",
+            pf.to_str().unwrap(),
+            "--detach",
+            "--pid-file",
+        ])
+        .arg(&epid)
+        .arg("e1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
     let exec_pid: i64 = env.wait_file(&epid).trim().parse().unwrap();
     let r = env.rt(&["ps", "--format", "json", "e1"]).ok();
     let pids: Vec<i64> = serde_json::from_str(&r.stdout).unwrap();

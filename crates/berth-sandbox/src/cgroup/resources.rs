@@ -64,6 +64,25 @@ impl Cgroup {
     /// rest), refusing with an error that names the field what this host's
     /// cgroup layout cannot enforce.
     pub fn apply_all(&self, r: &LinuxResources) -> Result<(), CgroupError> {
+        // Zero means "not set" for these (Docker sends cpu.shares 0 and
+        // blockIO.weight 0), as runc reads them.
+        let mut r = r.clone();
+        if let Some(mut c) = r.cpu().clone() {
+            if c.shares() == Some(0) {
+                c.set_shares(None);
+                r.set_cpu(Some(c));
+            }
+        }
+        if let Some(mut b) = r.block_io().clone() {
+            if b.weight() == Some(0) {
+                b.set_weight(None);
+            }
+            if b.leaf_weight() == Some(0) {
+                b.set_leaf_weight(None);
+            }
+            r.set_block_io(Some(b));
+        }
+        let r = &r;
         if r.rdma().as_ref().is_some_and(|m| !m.is_empty()) {
             return Err(unsupported("rdma", "the rdma controller is not supported"));
         }

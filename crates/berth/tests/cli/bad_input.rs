@@ -35,7 +35,7 @@ fn evil_archives_are_rejected_without_a_trace() {
 fn bad_commands_fail_cleanly() {
     let env = Env::with_busybox();
     let before = env.snapshot();
-    env.berth(&["run", "--rm", "nosuchimage"])
+    env.berth(&["run", "--rm", "--pull", "never", "nosuchimage"])
         .fails_with("no such image: nosuchimage");
     env.berth(&["run", "--bogus-flag", "busybox"])
         .fails_with("--bogus-flag");
