@@ -9,18 +9,22 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+/// Runs `c` with its stderr in a file: a pipe would stay open in the
+/// container that `create` leaves behind.
 fn ok(c: &mut Command, what: &str) -> Result<()> {
-    let out = c
+    use std::io::{Read, Seek};
+    let mut err = tempfile::tempfile().context("a temporary file")?;
+    let status = c
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
+        .stderr(err.try_clone()?)
+        .status()
         .with_context(|| format!("running {what}"))?;
-    if !out.status.success() {
-        bail!(
-            "{what} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+    if !status.success() {
+        let mut text = String::new();
+        err.rewind()?;
+        err.read_to_string(&mut text)?;
+        bail!("{what} failed: {}", text.trim());
     }
     Ok(())
 }

@@ -53,6 +53,20 @@ pub fn rfc3339(secs: i64) -> String {
     )
 }
 
+/// The user to run as: `-u`, else the image's USER, resolved in `rootfs`.
+fn image_user(
+    cfg: &ContainerConfig,
+    img: &oci_spec::image::ImageConfiguration,
+    rootfs: &Path,
+) -> Result<user::ResolvedUser, EngineError> {
+    let spec = cfg
+        .user
+        .clone()
+        .or_else(|| img.config().as_ref().and_then(|c| c.user().clone()))
+        .unwrap_or_default();
+    user::resolve_user(rootfs, &spec)
+}
+
 /// Whether `path` is a mount point (its device differs from its parent's).
 pub(crate) fn is_mountpoint(path: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
@@ -175,12 +189,7 @@ impl Engine {
             .clone()
             .unwrap_or_else(|| row.id[..12].to_string());
         files::write_etc_files(dir, &hostname)?;
-        let user_spec = cfg
-            .user
-            .clone()
-            .or_else(|| img_cfg.config().as_ref().and_then(|c| c.user().clone()))
-            .unwrap_or_default();
-        let user = user::resolve_user(&rootfs_dir, &user_spec)?;
+        let user = image_user(cfg, &img_cfg, &rootfs_dir)?;
         let rootfs_str = rootfs_dir.display().to_string();
         let spec = spec::build(
             &img_cfg,
@@ -296,12 +305,7 @@ impl Engine {
         let img_cfg = image_config(&img.config)?;
         let hostname = cfg.hostname.clone().unwrap_or_else(|| id[..12].to_string());
         files::write_etc_files(dir, &hostname)?;
-        let user_spec = cfg
-            .user
-            .clone()
-            .or_else(|| img_cfg.config().as_ref().and_then(|c| c.user().clone()))
-            .unwrap_or_default();
-        let user = user::resolve_user(&rootfs_dir, &user_spec)?;
+        let user = image_user(cfg, &img_cfg, &rootfs_dir)?;
         let abs_dir =
             std::fs::canonicalize(dir).map_err(io_err(format!("resolving {}", dir.display())))?;
         let spec = spec::build(

@@ -262,11 +262,8 @@ impl Db {
         Ok(rows)
     }
 
-    pub fn insert_container(&mut self, c: &ContainerRow) -> Result<(), EngineError> {
-        let res = self.conn.execute(
-            "INSERT INTO containers (id, name, image_id, image_ref, created, state, config) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![c.id, c.name, c.image_id, c.image_ref, c.created, c.state, c.config],
-        );
+    /// Turns a UNIQUE violation on the name into [`EngineError::NameInUse`].
+    fn name_conflict(&self, res: rusqlite::Result<usize>, name: &str) -> Result<(), EngineError> {
         match res {
             Ok(_) => Ok(()),
             Err(rusqlite::Error::SqliteFailure(e, _))
@@ -276,17 +273,25 @@ impl Db {
                     .conn
                     .query_row(
                         "SELECT id FROM containers WHERE name = ?1",
-                        params![c.name],
+                        params![name],
                         |r| r.get(0),
                     )
                     .optional()?;
                 Err(EngineError::NameInUse {
-                    name: c.name.clone(),
+                    name: name.to_string(),
                     id: other.unwrap_or_default(),
                 })
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    pub fn insert_container(&mut self, c: &ContainerRow) -> Result<(), EngineError> {
+        let res = self.conn.execute(
+            "INSERT INTO containers (id, name, image_id, image_ref, created, state, config) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![c.id, c.name, c.image_id, c.image_ref, c.created, c.state, c.config],
+        );
+        self.name_conflict(res, &c.name)
     }
 
     pub fn set_running(
@@ -355,26 +360,7 @@ impl Db {
             "UPDATE containers SET name = ?2 WHERE id = ?1",
             params![id, name],
         );
-        match res {
-            Ok(_) => Ok(()),
-            Err(rusqlite::Error::SqliteFailure(e, _))
-                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
-            {
-                let other: Option<String> = self
-                    .conn
-                    .query_row(
-                        "SELECT id FROM containers WHERE name = ?1",
-                        params![name],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                Err(EngineError::NameInUse {
-                    name: name.to_string(),
-                    id: other.unwrap_or_default(),
-                })
-            }
-            Err(e) => Err(e.into()),
-        }
+        self.name_conflict(res, name)
     }
 
     pub fn delete_container(&mut self, id: &str) -> Result<(), EngineError> {

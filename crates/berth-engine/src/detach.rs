@@ -23,8 +23,13 @@ struct Launch {
     rootfs: PathBuf,
     seccomp_cache: PathBuf,
     tty: bool,
+    /// Keep the container's stdin open for `berth attach` (-i).
+    interactive: bool,
     monitor: CString,
     argv: Vec<CString>,
+    /// Bound before the monitor starts, so `attach` can connect as soon as
+    /// `run -d` returns.
+    attach_socket: PathBuf,
 }
 
 fn cstr(s: impl AsRef<std::ffi::OsStr>) -> CString {
@@ -74,14 +79,19 @@ impl Engine {
         if cfg.tty {
             argv.push(cstr("--tty"));
         }
+        let socket = self.attach_socket(&row.id);
+        argv.push(cstr("--attach"));
+        argv.push(cstr(&socket));
         let launch = Launch {
             id: row.id.clone(),
             spec: self.load_spec(&row.id)?,
             rootfs: self.container_dir(&row.id).join("rootfs"),
             seccomp_cache: self.run_root.join("seccomp"),
             tty: cfg.tty,
+            interactive: cfg.interactive,
             monitor: cstr(&monitor),
             argv,
+            attach_socket: socket,
         };
         let (res_r, res_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| io_err("creating a pipe")(e.into()))?;
@@ -162,7 +172,19 @@ fn become_monitor(l: &Launch, res: &OwnedFd) -> i32 {
             _ => return fail(125, "creating the output pipes failed".into()),
         }
     };
-    let stdin: Option<OwnedFd> = std::fs::File::open("/dev/null").ok().map(Into::into);
+    // With -i the container reads a pipe the monitor feeds from attach clients.
+    let stdin_pipe = if l.interactive && !l.tty {
+        match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
+            Ok(p) => Some(p),
+            Err(e) => return fail(125, format!("creating the stdin pipe: {e}")),
+        }
+    } else {
+        None
+    };
+    let stdin: Option<OwnedFd> = match &stdin_pipe {
+        Some((r, _)) => r.try_clone().ok(),
+        None => std::fs::File::open("/dev/null").ok().map(Into::into),
+    };
     let (out_w, err_w) = match &pipes {
         Some(((_, ow), (_, ew))) => (ow.try_clone().ok(), ew.try_clone().ok()),
         None => (None, None),
@@ -208,6 +230,17 @@ fn become_monitor(l: &Launch, res: &OwnedFd) -> i32 {
         }
         (None, None) => return fail(125, "no output stream for the container".into()),
     }
+    if let Some(listener) = listen(&l.attach_socket) {
+        argv.push(cstr("--attach-fd"));
+        argv.push(cstr(listener.as_raw_fd().to_string()));
+        keep.push(listener);
+    }
+    if let Some((r, w)) = stdin_pipe {
+        drop(r);
+        argv.push(cstr("--in-fd"));
+        argv.push(cstr(w.as_raw_fd().to_string()));
+        keep.push(w);
+    }
     for fd in &keep {
         let _ = nix::fcntl::fcntl(
             fd,
@@ -228,4 +261,18 @@ fn become_monitor(l: &Launch, res: &OwnedFd) -> i32 {
             Path::new(std::ffi::OsStr::from_bytes(l.monitor.as_bytes())).display()
         ),
     )
+}
+
+/// The attach socket, listening, mode 0600 (None: attach will not work,
+/// the container still runs).
+fn listen(path: &Path) -> Option<OwnedFd> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let _ = std::fs::remove_file(path);
+    let l = std::os::unix::net::UnixListener::bind(path).ok()?;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    l.set_nonblocking(true).ok()?;
+    Some(l.into())
 }

@@ -2,6 +2,7 @@
 //! bundles handed to isolation backends. The CLI (and later the API server
 //! and the OCI runtime front end) drive it; it never prints.
 
+pub mod attach;
 pub mod config;
 pub mod containers;
 pub mod db;

@@ -43,13 +43,13 @@ pub(crate) fn signal_set() -> SigSet {
 }
 
 /// Puts the calling terminal in raw mode until dropped.
-struct RawMode {
+pub(crate) struct RawMode {
     fd: OwnedFd,
     saved: termios::Termios,
 }
 
 impl RawMode {
-    fn enter() -> Option<RawMode> {
+    pub(crate) fn enter() -> Option<RawMode> {
         let fd = std::io::stdin().as_fd().try_clone_to_owned().ok()?;
         let saved = termios::tcgetattr(&fd).ok()?;
         let mut raw = saved.clone();

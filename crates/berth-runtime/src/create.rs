@@ -159,6 +159,12 @@ pub fn create(store: &Store, o: &CreateOpts<'_>, foreground: bool) -> Result<Cre
         }
         (false, None) => None,
     };
+    // Relative to where we were called, before entering the bundle below.
+    let pid_file = o
+        .pid_file
+        .map(std::path::absolute)
+        .transpose()
+        .map_err(io_err("--pid-file"))?;
     let dir = store.create_dir(o.id)?;
     let mut undo = Undo {
         dir: Some(dir.clone()),
@@ -224,7 +230,7 @@ pub fn create(store: &Store, o: &CreateOpts<'_>, foreground: bool) -> Result<Cre
         config: b.spec,
     };
     store.save(&record)?;
-    if let Some(p) = o.pid_file {
+    if let Some(p) = &pid_file {
         write_pid_file(p, pid)?;
     }
     undo.dir = None;

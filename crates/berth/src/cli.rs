@@ -201,6 +201,9 @@ pub struct LogsArgs {
 #[derive(Args, Debug)]
 pub struct AttachArgs {
     pub container: String,
+    /// Do not send our input to the container.
+    #[arg(long)]
+    pub no_stdin: bool,
 }
 
 #[derive(Args, Debug)]

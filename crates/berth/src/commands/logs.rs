@@ -61,12 +61,9 @@ pub fn attach_and_wait(engine: &mut Engine, key: &str, since: i64) -> Result<u8>
     Ok(u8::try_from(code & 0xff).unwrap_or(255))
 }
 
-pub fn attach(engine: &mut Engine, key: &str) -> Result<u8> {
-    let row = engine.find(key)?;
-    if row.state != "running" {
-        anyhow::bail!("you cannot attach to a stopped container, start it first");
-    }
-    attach_and_wait(engine, &row.id, berth_engine::now())
+pub fn attach(engine: &mut Engine, key: &str, no_stdin: bool) -> Result<u8> {
+    let code = engine.attach(key, no_stdin)?;
+    Ok(u8::try_from(code & 0xff).unwrap_or(255))
 }
 
 pub fn events(engine: &mut Engine, a: &EventsArgs) -> Result<u8> {

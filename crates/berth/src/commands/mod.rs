@@ -74,7 +74,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Command::Rename(a) => lifecycle::rename(&mut open_reconciled()?, &a),
         Command::Logs(a) => logs::logs(&mut open()?, &a),
         Command::Exec(a) => lifecycle::exec(&mut open()?, a),
-        Command::Attach(a) => logs::attach(&mut open()?, &a.container),
+        Command::Attach(a) => logs::attach(&mut open()?, &a.container, a.no_stdin),
         Command::Events(a) => logs::events(&mut open()?, &a),
         Command::Top(a) => stats::top(&mut open()?, &a.container),
         Command::Stats(a) => stats::stats(&mut open()?, &a),

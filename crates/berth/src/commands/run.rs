@@ -13,9 +13,6 @@ pub fn run(engine: &mut Engine, a: RunArgs) -> Result<u8> {
     cfg.auto_remove = a.rm;
     if a.detach || !cfg.restart.is_none() {
         // Detached (or restartable): the container runs under its monitor.
-        if cfg.interactive && a.detach {
-            bail!("-i with -d is not supported yet: berth attach does not forward input");
-        }
         let detach = a.detach;
         let c = engine.create(cfg, None)?;
         let id = c.row.id.clone();

@@ -451,3 +451,35 @@ fn exec_joins_the_container() {
     env.berth(&["exec", "box", "true"])
         .fails_with("is not running");
 }
+
+#[test]
+fn attach_forwards_input_and_output() {
+    let env = Env::with_busybox();
+    env.berth(&[
+        "run",
+        "-d",
+        "-i",
+        "--name",
+        "reader",
+        "busybox",
+        "sh",
+        "-c",
+        "read a; read b; echo \"$a+$b\"; echo bye >&2; exit 6",
+    ])
+    .ok();
+    let mut child = env
+        .cmd()
+        .args(["attach", "reader"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"x\ny\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "x+y\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "bye\n");
+    assert_eq!(out.status.code(), Some(6));
+    env.berth(&["attach", "reader"])
+        .fails_with("cannot attach to a stopped container");
+}

@@ -7,6 +7,7 @@
 //! `berth __exited`); this binary only moves bytes and waits, so that an
 //! idle monitor costs little memory. It depends on libc alone.
 
+mod attach;
 mod log;
 mod sys;
 
@@ -15,6 +16,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use attach::Attach;
 use log::{JsonLog, Stream};
 
 struct Args {
@@ -33,6 +35,12 @@ struct Args {
     out_fd: Option<RawFd>,
     err_fd: Option<RawFd>,
     pty_fd: Option<RawFd>,
+    /// The write end of the container's stdin (`-i`), first life only.
+    in_fd: Option<RawFd>,
+    /// Where `berth attach` connects.
+    attach: Option<OsString>,
+    /// The attach socket, already listening (bound by the CLI).
+    attach_fd: Option<RawFd>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -51,6 +59,9 @@ fn parse_args() -> Result<Args, String> {
         out_fd: None,
         err_fd: None,
         pty_fd: None,
+        in_fd: None,
+        attach: None,
+        attach_fd: None,
     };
     while let Some(flag) = it.next() {
         let flag = flag.to_string_lossy().into_owned();
@@ -77,6 +88,9 @@ fn parse_args() -> Result<Args, String> {
             "--out-fd" => a.out_fd = Some(num()? as RawFd),
             "--err-fd" => a.err_fd = Some(num()? as RawFd),
             "--pty-fd" => a.pty_fd = Some(num()? as RawFd),
+            "--in-fd" => a.in_fd = Some(num()? as RawFd),
+            "--attach" => a.attach = Some(v),
+            "--attach-fd" => a.attach_fd = Some(num()? as RawFd),
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
@@ -112,7 +126,12 @@ fn berth(a: &Args) -> Command {
 
 /// One life of the container: start it, log it, wait for it. Returns the
 /// wait status, or None when it could not be started.
-fn one_life(a: &Args, log: &mut JsonLog, ready: Option<RawFd>) -> Option<i32> {
+fn one_life(
+    a: &Args,
+    log: &mut JsonLog,
+    attach: &mut Option<Attach>,
+    ready: Option<RawFd>,
+) -> Option<i32> {
     let (pid_sock, child_sock) = sys::socketpair().ok()?;
     let mut cmd = berth(a);
     cmd.arg("__start")
@@ -146,14 +165,22 @@ fn one_life(a: &Args, log: &mut JsonLog, ready: Option<RawFd>) -> Option<i32> {
     let _ = helper.wait();
     let (pid, pty) = msg?;
     if let Some(m) = pty {
+        if let Some(at) = attach.as_mut() {
+            at.set_stdin(m.try_clone().ok());
+        }
         readers.push((m, Stream::Stdout));
     }
-    Some(pump(pid, &mut readers, log))
+    Some(pump(pid, &mut readers, log, attach))
 }
 
 /// Copies output into the log until the container has exited and its
 /// streams are closed; returns the container's wait status.
-fn pump(pid: i32, readers: &mut Vec<(OwnedFd, Stream)>, log: &mut JsonLog) -> i32 {
+fn pump(
+    pid: i32,
+    readers: &mut Vec<(OwnedFd, Stream)>,
+    log: &mut JsonLog,
+    attach: &mut Option<Attach>,
+) -> i32 {
     let mut status: Option<i32> = None;
     let mut exited_at: Option<Instant> = None;
     let mut buf = [0u8; 16 * 1024];
@@ -162,17 +189,22 @@ fn pump(pid: i32, readers: &mut Vec<(OwnedFd, Stream)>, log: &mut JsonLog) -> i3
             status.get_or_insert(s);
             exited_at.get_or_insert_with(Instant::now);
         }
-        if readers.is_empty() {
-            if let Some(s) = status {
-                return s;
+        let finished = (readers.is_empty() && status.is_some())
+            // Processes left in the container die with its init; give any
+            // stragglers a moment to close their ends, no more.
+            || exited_at.is_some_and(|t| t.elapsed() > Duration::from_secs(2));
+        if finished {
+            if let Some(at) = attach.as_mut() {
+                at.close_clients();
+                at.set_stdin(None);
             }
-        }
-        // Processes left in the container die with its init; give any
-        // stragglers a moment to close their ends, no more.
-        if exited_at.is_some_and(|t| t.elapsed() > Duration::from_secs(2)) {
             return status.unwrap_or(255 << 8);
         }
-        let fds: Vec<RawFd> = readers.iter().map(|(f, _)| f.as_raw_fd()).collect();
+        let mut fds: Vec<RawFd> = readers.iter().map(|(f, _)| f.as_raw_fd()).collect();
+        let n_readers = fds.len();
+        if let Some(at) = attach.as_ref() {
+            fds.extend(at.fds());
+        }
         let timeout = if status.is_some() { 100 } else { 1000 };
         let ready = sys::poll_read(&fds, timeout);
         let mut closed = Vec::new();
@@ -180,10 +212,22 @@ fn pump(pid: i32, readers: &mut Vec<(OwnedFd, Stream)>, log: &mut JsonLog) -> i3
             if !is_ready {
                 continue;
             }
+            if i >= n_readers {
+                if let Some(at) = attach.as_mut() {
+                    at.ready(i - n_readers, &mut buf);
+                }
+                // Client indexes shift when one leaves: poll again.
+                break;
+            }
             let (fd, stream) = &readers[i];
             match sys::read(fd.as_raw_fd(), &mut buf) {
                 Some(0) | None => closed.push(i),
-                Some(n) => log.write(*stream, &buf[..n]),
+                Some(n) => {
+                    log.write(*stream, &buf[..n]);
+                    if let Some(at) = attach.as_mut() {
+                        at.broadcast(*stream, &buf[..n]);
+                    }
+                }
             }
         }
         for i in closed.into_iter().rev() {
@@ -208,6 +252,22 @@ fn run(a: &Args) -> i32 {
         }
     };
     let mut ready = a.ready_fd;
+    let _socket = RemoveOnDrop(a.attach.clone());
+    let mut attach = match a.attach_fd {
+        Some(fd) => {
+            sys::cloexec(fd);
+            Some(Attach::from_listener(sys::own(fd), a.tty))
+        }
+        None => a.attach.as_deref().and_then(|p| Attach::open(p, a.tty)),
+    };
+    if let (Some(at), Some(fd)) = (attach.as_mut(), a.in_fd) {
+        sys::cloexec(fd);
+        at.set_stdin(Some(sys::own(fd)));
+    }
+    if let (Some(at), Some(fd)) = (attach.as_mut(), a.pty_fd) {
+        // The pty master carries input too.
+        at.set_stdin(sys::dup(fd));
+    }
     let mut first = a.first_pid.map(|pid| {
         let mut readers: Vec<(OwnedFd, Stream)> = Vec::new();
         if let Some(fd) = a.out_fd {
@@ -226,8 +286,8 @@ fn run(a: &Args) -> i32 {
     });
     loop {
         let status = match first.take() {
-            Some((pid, mut readers)) => pump(pid, &mut readers, &mut log),
-            None => match one_life(a, &mut log, ready) {
+            Some((pid, mut readers)) => pump(pid, &mut readers, &mut log, &mut attach),
+            None => match one_life(a, &mut log, &mut attach, ready) {
                 Some(s) => s,
                 None => return 1,
             },
@@ -252,6 +312,17 @@ fn run(a: &Args) -> i32 {
         {
             Some(ms) => std::thread::sleep(Duration::from_millis(ms)),
             None => return 0,
+        }
+    }
+}
+
+/// Removes the attach socket however the monitor ends.
+struct RemoveOnDrop(Option<OsString>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0 {
+            let _ = std::fs::remove_file(p);
         }
     }
 }

@@ -185,3 +185,106 @@ pub fn cloexec(fd: RawFd) {
         libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
     }
 }
+
+/// A listening unix socket at `path` (replacing a stale one), mode 0600.
+pub fn listen_unix(path: &std::ffi::OsStr) -> io::Result<OwnedFd> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_bytes();
+    // SAFETY: sockaddr_un is plain data; zeroed is valid.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    if bytes.len() >= addr.sun_path.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "socket path too long",
+        ));
+    }
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    let _ = std::fs::remove_file(path);
+    if let Some(dir) = std::path::Path::new(path).parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    // SAFETY: plain socket creation.
+    let fd = check(unsafe {
+        libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+        )
+    })?;
+    let fd = own(fd);
+    // SAFETY: addr is a valid sockaddr_un of the given size.
+    check(unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&addr as *const libc::sockaddr_un).cast(),
+            std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+        )
+    })?;
+    if let Ok(c) = std::ffi::CString::new(bytes) {
+        // SAFETY: chmod on a NUL-terminated copy of the path.
+        unsafe {
+            libc::chmod(c.as_ptr(), 0o600);
+        }
+    }
+    // SAFETY: listen on our socket.
+    check(unsafe { libc::listen(fd.as_raw_fd(), 8) })?;
+    Ok(fd)
+}
+
+/// Accepts one pending client (close-on-exec, blocking writes bounded by
+/// a send timeout), if any.
+pub fn accept(listener: &OwnedFd) -> Option<OwnedFd> {
+    // SAFETY: accept4 with NULL address pointers is allowed.
+    let fd = unsafe {
+        libc::accept4(
+            listener.as_raw_fd(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            libc::SOCK_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    let tv = libc::timeval {
+        tv_sec: 1,
+        tv_usec: 0,
+    };
+    // SAFETY: setsockopt with a pointer to a live timeval of the right size.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        );
+    }
+    Some(own(fd))
+}
+
+/// Sends everything; false when the peer is gone or too slow.
+pub fn send_all(fd: RawFd, mut data: &[u8]) -> bool {
+    while !data.is_empty() {
+        // SAFETY: data is a live buffer; MSG_NOSIGNAL avoids SIGPIPE.
+        let r = unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), libc::MSG_NOSIGNAL) };
+        if r <= 0 {
+            if r == -1 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return false;
+        }
+        data = &data[r as usize..];
+    }
+    true
+}
+
+/// A close-on-exec duplicate of `fd`.
+pub fn dup(fd: RawFd) -> Option<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC on a descriptor this process owns.
+    let r = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+    (r >= 0).then(|| own(r))
+}
