@@ -34,6 +34,15 @@ show berth ps -a
 rootfs=$(berth inspect demo | grep '"UpperDir"' | cut -d'"' -f4)
 show cat "$rootfs/hello.txt"
 show berth rm demo
+berth rm -f ticker >/dev/null 2>&1 || true
+show berth run -d --name ticker --restart on-failure busybox sh -c 'i=0; while :; do i=$((i+1)); echo "tick $i"; sleep 0.2; done'
+sleep 1
+show berth logs --tail 3 ticker
+show berth exec ticker sh -c 'echo "exec sees $(ps -o pid= | wc -l) processes; hostname $(hostname)"'
+show berth top ticker
+show berth stop -t 1 ticker
+show berth ps -a --format '{{.Names}}: {{.Status}}'
+show berth rm ticker
 printf '\n\033[1mTiming: berth run --rm busybox /bin/true (5 runs)\033[0m\n'
 for i in 1 2 3 4 5; do
   s=$(date +%s%N); berth run --rm busybox /bin/true; e=$(date +%s%N)
