@@ -3,6 +3,12 @@
 # and run containers with it, showing each command as a user would type it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The demo runs in a network namespace of its own, so its bridge, nft rules
+# and published ports leave the host's network as they found it
+# (DEMO_HOST_NETWORK=1 runs it on the host's).
+if [ -z "${DEMO_HOST_NETWORK:-}" ] && [ -z "${BERTH_DEMO_NETNS:-}" ]; then
+  exec env BERTH_DEMO_NETNS=1 unshare --net bash -c 'ip link set lo up && exec "$0" "$@"' "$0" "$@"
+fi
 BERTH=${BERTH:-$PWD/target/release/berth}
 FIXTURE=$PWD/target/release/berth-fixture
 DEMO=$PWD/target/demo
@@ -43,6 +49,7 @@ show berth top ticker
 show berth stop -t 1 ticker
 show berth ps -a --format '{{.Names}}: {{.Status}}'
 show berth rm ticker
+source scripts/demo-net.sh
 printf '\n\033[1mTiming: berth run --rm busybox /bin/true (5 runs)\033[0m\n'
 for i in 1 2 3 4 5; do
   s=$(date +%s%N); berth run --rm busybox /bin/true; e=$(date +%s%N)

@@ -9,6 +9,7 @@ PACKAGES=(
   crun runc podman containerd docker.io        # peers for side-by-side tests and benchmarks
   docker-registry skopeo apache2-utils openssl # registry tests and the pull benchmark (htpasswd, certificates)
   util-linux bsdutils iproute2 procps          # unshare, script, ip, ps
+  nftables curl debootstrap                    # networking (NAT, published ports), the nginx example
 )
 
 missing=()

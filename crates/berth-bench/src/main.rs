@@ -3,6 +3,7 @@
 //! and ratios. Timing is never asserted in tests; this is where it lives.
 
 mod detached;
+mod network;
 mod pull;
 mod runtime;
 
@@ -82,6 +83,9 @@ fn main() -> Result<()> {
         );
     }
     private_mount_ns()?;
+    // Like the peers, berth runs with --network none here (and never
+    // touches the host's network); network.rs measures the bridge.
+    std::env::set_var("BERTH_NETWORK", "none");
     let work = tempfile::Builder::new()
         .prefix("berth-bench-")
         .tempdir_in("/tmp")?;
@@ -133,7 +137,7 @@ fn main() -> Result<()> {
         let berth = berth.clone();
         let w = w.clone();
         contenders.push(Contender {
-            name: "berth run --rm IMG /bin/true (end to end)",
+            name: "berth run --rm IMG /bin/true (net none, e2e)",
             cmd: Box::new(move |_| {
                 let mut c = Command::new(&berth);
                 c.env("BERTH_ROOT", w.join("berth-root"))
@@ -263,5 +267,6 @@ fn main() -> Result<()> {
     }
     runtime::bench(&exe_dir, &w, iterations)?;
     detached::bench(&berth, &w, have("podman"))?;
-    pull::bench(&berth, &pull::fixtures_dir(&exe_dir), &w)
+    pull::bench(&berth, &pull::fixtures_dir(&exe_dir), &w)?;
+    network::bench(&berth, &w, iterations, have("podman"))
 }

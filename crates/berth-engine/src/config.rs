@@ -40,6 +40,10 @@ pub struct ContainerConfig {
     pub stop_signal: Option<String>,
     /// `--stop-timeout` in seconds; default 10.
     pub stop_timeout: Option<i64>,
+    /// `--network`, `-p`, `-P`, `--dns`, `--add-host`, `--network-alias`.
+    pub network: crate::network::NetworkConfig,
+    /// `--isolation`; settled at create (flag, image label, config file).
+    pub isolation: Option<crate::vm::Isolation>,
 }
 
 /// Docker's restart policies.
@@ -187,6 +191,7 @@ impl ContainerConfig {
                 return Err(format!("invalid environment variable {e:?}"));
             }
         }
+        self.network.validate()?;
         Ok(())
     }
 }

@@ -109,7 +109,7 @@ impl Engine {
     /// OCI bundle. All-or-nothing.
     pub fn create(
         &mut self,
-        cfg: ContainerConfig,
+        mut cfg: ContainerConfig,
         console_size: Option<(u16, u16)>,
     ) -> Result<Created, EngineError> {
         cfg.validate().map_err(EngineError::Invalid)?;
@@ -120,6 +120,7 @@ impl Engine {
         }
         let img = self.resolve_image(&cfg.image)?;
         let layers = self.layer_dirs(&img)?;
+        crate::vm::resolve(&mut cfg, &img)?;
         let id = names::new_id();
         let row = ContainerRow {
             id: id.clone(),
@@ -156,6 +157,7 @@ impl Engine {
             Err(e) => {
                 let _ = rootfs::unmount(&dir.join("rootfs"));
                 let _ = rootfs::remove_tree(&dir);
+                let _ = self.network_release(&id);
                 let _ = self.db().delete_container(&id);
                 Err(e)
             }
@@ -191,7 +193,7 @@ impl Engine {
         files::write_etc_files(dir, &hostname)?;
         let user = image_user(cfg, &img_cfg, &rootfs_dir)?;
         let rootfs_str = rootfs_dir.display().to_string();
-        let spec = spec::build(
+        let mut spec = spec::build(
             &img_cfg,
             cfg,
             &SpecContext {
@@ -204,6 +206,8 @@ impl Engine {
                 console_size,
             },
         )?;
+        self.net_prepare(row, cfg, &mut spec, dir, &hostname)?;
+        crate::vm::adapt_host_spec(cfg, &mut spec)?;
         write_spec(dir, &spec)?;
         Ok(spec)
     }
@@ -379,9 +383,11 @@ impl Engine {
 
     /// Removes a container's cgroup, mount and directory.
     pub(crate) fn cleanup_files(&mut self, id: &str) -> Result<(), EngineError> {
+        self.network_release(id)?;
         if let Ok(layout) = berth_sandbox::Layout::detect() {
             berth_sandbox::Cgroup::at(&layout, Path::new(&cgroups_path(id))).destroy()?;
         }
+        crate::vm::cleanup_run_dir(&self.run_root, id);
         let dir = self.container_dir(id);
         let rootfs_dir = dir.join("rootfs");
         rootfs::unmount(&rootfs_dir)?;
@@ -425,7 +431,7 @@ impl Engine {
             })
             .collect();
         let status = r.state.clone();
-        Ok(json!({
+        let mut v = json!({
             "Id": r.id,
             "Name": format!("/{}", r.name),
             "Created": rfc3339(r.created),
@@ -446,7 +452,7 @@ impl Engine {
             "ImageName": r.image_ref,
             "RestartCount": r.restart_count,
             "LogPath": crate::lifecycle::log_path(&dir),
-            "Isolation": "container",
+            "Isolation": crate::vm::isolation_of(&cfg).name(),
             "BundlePath": dir,
             "Rootfs": dir.join("rootfs"),
             "Config": {
@@ -480,7 +486,10 @@ impl Engine {
                     "MergedDir": dir.join("rootfs"),
                 },
             },
-        }))
+        });
+        self.net_inspect(&r.id, &cfg, &mut v);
+        crate::vm::inspect(&self.run_root, &dir, &r, &cfg, &mut v);
+        Ok(v)
     }
 }
 

@@ -42,12 +42,15 @@ PRAGMA user_version = 1;
 ";
 
 /// Schema changes after version 1, applied in order.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
 ALTER TABLE containers ADD COLUMN restart_count INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE containers ADD COLUMN monitor_pid INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE containers ADD COLUMN monitor_start INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE containers ADD COLUMN stop_requested INTEGER NOT NULL DEFAULT 0;
-"];
+",
+    crate::netdb::MIGRATION,
+];
 
 /// An image record.
 #[derive(Debug, Clone)]

@@ -30,6 +30,8 @@ struct Launch {
     /// Bound before the monitor starts, so `attach` can connect as soon as
     /// `run -d` returns.
     attach_socket: PathBuf,
+    /// For a VM: its host process starts instead of the sandbox.
+    vmm: Option<crate::vm::VmmCommand>,
 }
 
 fn cstr(s: impl AsRef<std::ffi::OsStr>) -> CString {
@@ -92,7 +94,17 @@ impl Engine {
             monitor: cstr(&monitor),
             argv,
             attach_socket: socket,
+            vmm: if crate::vm::is_vm(&cfg) {
+                Some(self.vmm_command(&row.id)?)
+            } else {
+                None
+            },
         };
+        // The network namespace exists before the container does.
+        if let Err(e) = self.network_up(&row, &cfg) {
+            let _ = self.cleanup_runtime(&row.id);
+            return Err(e);
+        }
         let (res_r, res_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| io_err("creating a pipe")(e.into()))?;
         // berth's CLI is single-threaded: forking is safe.
@@ -189,24 +201,31 @@ fn become_monitor(l: &Launch, res: &OwnedFd) -> i32 {
         Some(((_, ow), (_, ew))) => (ow.try_clone().ok(), ew.try_clone().ok()),
         None => (None, None),
     };
-    let started = berth_sandbox::spawn(berth_sandbox::SpawnOptions {
-        spec: &l.spec,
-        rootfs: &l.rootfs,
-        cgroup: Some(&cgroup),
-        stdio: berth_sandbox::Stdio {
-            stdin: if l.tty { None } else { stdin },
-            stdout: out_w,
-            stderr: err_w,
-            terminal: l.tty,
-        },
-        seccomp_cache: Some(&l.seccomp_cache),
-    });
+    let stdio = berth_sandbox::Stdio {
+        stdin: if l.tty { None } else { stdin },
+        stdout: out_w,
+        stderr: err_w,
+        terminal: l.tty,
+    };
+    let started = match &l.vmm {
+        // Returns once the workload runs in the guest (or failed to start).
+        Some(vmm) => vmm
+            .spawn(stdio, l.tty, true)
+            .map_err(|e| (e.exit_code(), e.to_string())),
+        None => berth_sandbox::spawn(berth_sandbox::SpawnOptions {
+            spec: &l.spec,
+            rootfs: &l.rootfs,
+            cgroup: Some(&cgroup),
+            stdio,
+            seccomp_cache: Some(&l.seccomp_cache),
+        })
+        .map_err(|e| (e.exit_code(), e.to_string())),
+    };
     let started = match started {
         Ok(s) => s,
-        Err(e) => {
+        Err((code, msg)) => {
             let _ = cgroup.destroy();
-            let code = e.exit_code();
-            return fail(code, e.to_string());
+            return fail(code, msg);
         }
     };
     let mut argv = l.argv.clone();

@@ -88,6 +88,9 @@ impl Engine {
                 .map_err(|e| EngineError::Invalid(e.to_string()))?;
             process.set_console_size(Some(size));
         }
+        if crate::vm::is_vm(&Self::config_of(&row)) {
+            return self.vm_exec(&row, process, cfg);
+        }
 
         let null = || -> Result<Option<OwnedFd>, EngineError> {
             Ok(Some(

@@ -294,6 +294,7 @@ impl Engine {
                 }
             }
         }
+        crate::vm::collect_image_disks(&self.root, &images);
         Ok(())
     }
 }

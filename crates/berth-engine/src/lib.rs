@@ -14,6 +14,10 @@ pub mod images;
 pub mod lifecycle;
 pub mod logs;
 pub mod names;
+mod netdb;
+mod netdns;
+mod netsetup;
+pub mod network;
 pub mod profiles;
 pub mod reconcile;
 pub mod reference;
@@ -23,6 +27,8 @@ pub mod run;
 pub mod spec;
 pub mod stats;
 pub mod user;
+pub mod vm;
+mod vmhost;
 
 use std::path::{Path, PathBuf};
 
@@ -64,6 +70,8 @@ pub enum EngineError {
     Spawn(#[from] berth_sandbox::SpawnError),
     #[error("{0}")]
     Cgroup(#[from] berth_sandbox::CgroupError),
+    #[error("{0}")]
+    Net(#[from] berth_net::NetError),
     #[error("database: {0}")]
     Db(String),
     #[error("{what}: {source}")]

@@ -117,8 +117,16 @@ impl Engine {
             .db()
             .container(id)?
             .ok_or_else(|| EngineError::NoSuchContainer(id.into()))?;
+        if row.stop_requested {
+            // Stopped by a user while waiting to restart: stay stopped. The
+            // monitor sees no PID and ends.
+            self.db().set_state(id, "exited")?;
+            let _ = rootfs::unmount(&self.container_dir(id).join("rootfs"));
+            return Ok(());
+        }
         let cfg = Self::config_of(&row);
         self.ensure_rootfs(&row)?;
+        self.network_up(&row, &cfg)?;
         let spec = self.load_spec(id)?;
         let layout = berth_sandbox::Layout::detect()?;
         let linux = spec.linux().as_ref();
@@ -135,23 +143,29 @@ impl Engine {
         let stdin: OwnedFd = std::fs::File::open("/dev/null")
             .map_err(io_err("opening /dev/null"))?
             .into();
-        let started = berth_sandbox::spawn(berth_sandbox::SpawnOptions {
-            spec: &spec,
-            rootfs: &rootfs,
-            cgroup: Some(&cgroup),
-            stdio: berth_sandbox::Stdio {
-                stdin: if cfg.tty { None } else { Some(stdin) },
-                stdout: None,
-                stderr: None,
-                terminal: cfg.tty,
-            },
-            seccomp_cache: Some(&cache),
-        });
+        let stdio = berth_sandbox::Stdio {
+            stdin: if cfg.tty { None } else { Some(stdin) },
+            stdout: None,
+            stderr: None,
+            terminal: cfg.tty,
+        };
+        let started = if crate::vm::is_vm(&cfg) {
+            self.vmm_command(id)?.spawn(stdio, cfg.tty, false)
+        } else {
+            berth_sandbox::spawn(berth_sandbox::SpawnOptions {
+                spec: &spec,
+                rootfs: &rootfs,
+                cgroup: Some(&cgroup),
+                stdio,
+                seccomp_cache: Some(&cache),
+            })
+            .map_err(Into::into)
+        };
         let started = match started {
             Ok(s) => s,
             Err(e) => {
                 let _ = cgroup.destroy();
-                return Err(e.into());
+                return Err(e);
             }
         };
         let pid = started.pid.as_raw();
@@ -182,7 +196,17 @@ impl Engine {
         let cgroup = berth_sandbox::Cgroup::at(&layout, Path::new(&cgroups_path(id)));
         let oom = cgroup.oom_killed();
         let _ = cgroup.destroy();
-        self.db().set_exited(id, code, oom, "", now())?;
+        let reason = crate::vm::take_exit_reason(&self.container_dir(id));
+        // Free the network of a final exit before the record says exited:
+        // `stop` returns on that, and a `start` may follow at once.
+        let cfg = Self::config_of(&row);
+        if !cfg
+            .restart
+            .should_restart(code, row.restart_count, row.stop_requested)
+        {
+            let _ = self.network_down(id);
+        }
+        self.db().set_exited(id, code, oom, &reason, now())?;
         if oom {
             events::emit(&self.root, &row, "oom", &[]);
         }
@@ -218,6 +242,8 @@ impl Engine {
         if let Ok(layout) = berth_sandbox::Layout::detect() {
             berth_sandbox::Cgroup::at(&layout, Path::new(&cgroups_path(id))).destroy()?;
         }
+        let _ = self.network_down(id);
+        crate::vm::cleanup_run_dir(&self.run_root, id);
         rootfs::unmount(&self.container_dir(id).join("rootfs"))
     }
 
@@ -263,8 +289,10 @@ impl Engine {
         let pid = Pid::from_raw(row.pid.max(-1).max(1));
         let layout = berth_sandbox::Layout::detect()?;
         let cgroup = berth_sandbox::Cgroup::at(&layout, Path::new(&cgroups_path(&row.id)));
-        if row.pid <= 0 {
-            // Restarting: nothing runs; the stop request ends the restarts.
+        if row.pid <= 0 || row.state == "restarting" {
+            // Between two lives: nothing runs; the stop request ends the
+            // restarts (the monitor's next start sees it and gives up).
+            self.db().set_state(&row.id, "exited")?;
         } else if row.state == "paused" {
             let _ = nix::sys::signal::kill(pid, sig);
             cgroup.freeze(false)?;
@@ -279,7 +307,19 @@ impl Engine {
             cgroup.kill_all();
         }
         events::emit(&self.root, &row, "stop", &[]);
-        self.wait_recorded(&row.id, Duration::from_secs(10))
+        let mut stopped = self.wait_recorded(&row.id, Duration::from_secs(10))?;
+        if row.state == "restarting" {
+            // A start that was already under way when we marked the stop:
+            // let it land, then stop that life too.
+            std::thread::sleep(Duration::from_millis(200));
+            let again = self.find(&row.id)?;
+            if again.state == "running" {
+                stopped = self.stop(&row.id, Some(timeout))?;
+            }
+        }
+        // Its ports are free once `stop` returns (the monitor does it too).
+        let _ = self.network_down(&row.id);
+        Ok(stopped)
     }
 
     /// `berth kill [-s SIG]`.

@@ -112,6 +112,7 @@ impl Engine {
                 report.cleaned.push(format!("mount {mp}"));
             }
         }
+        self.reconcile_network(&mut report)?;
         Ok(report)
     }
 

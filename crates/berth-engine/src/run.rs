@@ -82,6 +82,7 @@ impl Engine {
     pub fn start_attached(&mut self, c: &Created) -> Result<Exit, EngineError> {
         let id = c.row.id.clone();
         let layout = berth_sandbox::Layout::detect()?;
+        self.network_up(&c.row, &c.config)?;
         let linux = c.spec.linux().as_ref();
         let cg_path = linux
             .and_then(|l| l.cgroups_path().clone())
@@ -102,10 +103,12 @@ impl Engine {
         let oom = cgroup.oom_killed();
         let _ = cgroup.destroy();
         let _ = rootfs::unmount(&c.bundle.join("rootfs"));
+        let _ = self.network_down(&id);
         match result {
             Ok(code) => {
                 // OOM kills show as SIGKILL (137), as with Docker.
-                self.db().set_exited(&id, code, oom, "", now())?;
+                let reason = crate::vm::take_exit_reason(&c.bundle);
+                self.db().set_exited(&id, code, oom, &reason, now())?;
                 if oom {
                     crate::events::emit(&self.root, &c.row, "oom", &[]);
                 }
@@ -143,18 +146,23 @@ impl Engine {
         };
         let rootfs = c.bundle.join("rootfs");
         let cache = self.run_root.join("seccomp");
-        let started = berth_sandbox::spawn(berth_sandbox::SpawnOptions {
-            spec: &c.spec,
-            rootfs: &rootfs,
-            cgroup: Some(cgroup),
-            stdio: berth_sandbox::Stdio {
-                stdin: if cfg.tty { None } else { stdin },
-                stdout: None,
-                stderr: None,
-                terminal: cfg.tty,
-            },
-            seccomp_cache: Some(&cache),
-        })?;
+        let stdio = berth_sandbox::Stdio {
+            stdin: if cfg.tty { None } else { stdin },
+            stdout: None,
+            stderr: None,
+            terminal: cfg.tty,
+        };
+        let started = if crate::vm::is_vm(cfg) {
+            self.vmm_command(&c.row.id)?.spawn(stdio, cfg.tty, false)?
+        } else {
+            berth_sandbox::spawn(berth_sandbox::SpawnOptions {
+                spec: &c.spec,
+                rootfs: &rootfs,
+                cgroup: Some(cgroup),
+                stdio,
+                seccomp_cache: Some(&cache),
+            })?
+        };
         let pid = started.pid;
         let start = pid_start_time(pid.as_raw()).unwrap_or(0);
         self.db()

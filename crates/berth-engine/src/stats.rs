@@ -131,7 +131,8 @@ impl Engine {
             .map(|r| {
                 let cg = berth_sandbox::Cgroup::at(&layout, Path::new(&cgroups_path(&r.id)));
                 let usage = if r.state == "running" || r.state == "paused" {
-                    cg.usage()
+                    // A VM's usage is measured inside its guest.
+                    crate::vm::usage(&self.run_root, &r).unwrap_or_else(|| cg.usage())
                 } else {
                     Default::default()
                 };

@@ -158,11 +158,18 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             let text = e.to_string();
-            let first = text
-                .lines()
-                .find(|l| !l.trim().is_empty())
+            let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+            let mut first = lines
+                .next()
                 .unwrap_or("invalid arguments")
-                .trim_start_matches("error: ");
+                .trim_start_matches("error: ")
+                .to_string();
+            if first.ends_with(':') {
+                // "required arguments were not provided:" names them next.
+                if let Some(next) = lines.next() {
+                    first = format!("{first} {next}");
+                }
+            }
             log::error(&format!("{first} (see 'berth-runtime --help')"));
             return ExitCode::from(1);
         }

@@ -265,13 +265,44 @@ pub fn compile_cached(cfg: &LinuxSeccomp, cache_dir: &Path) -> Result<Filter, Se
     Ok(filter)
 }
 
+/// For a host preparing a guest kernel's cache (berth's microVMs): the file
+/// name [`compile_cached`] looks for on a kernel whose release is
+/// `kernel_release`, and the program it would find there. The program does
+/// not depend on the kernel, only on libseccomp; `host_cache` keeps it.
+pub fn cache_entry_for(
+    cfg: &LinuxSeccomp,
+    kernel_release: &str,
+    host_cache: &Path,
+) -> Result<Option<(String, Vec<u8>)>, SeccompError> {
+    let Some(key) = cache_key_for(cfg, kernel_release) else {
+        return Ok(None);
+    };
+    let name = format!("{key}.bpf");
+    let path = host_cache.join(&name);
+    if let Ok(bytes) = std::fs::read(&path) {
+        if decode_program(&bytes).is_ok() {
+            return Ok(Some((name, bytes)));
+        }
+    }
+    let bytes = compile(cfg)?.encode_program();
+    let tmp = host_cache.join(format!(".{key}.{}.tmp", std::process::id()));
+    let _ = std::fs::create_dir_all(host_cache)
+        .and_then(|()| std::fs::write(&tmp, &bytes))
+        .and_then(|()| std::fs::rename(&tmp, &path));
+    Ok(Some((name, bytes)))
+}
+
 /// The cache file name for `cfg`, or `None` when the config cannot be
 /// serialized (it always can; then there is simply no caching).
 fn cache_key(cfg: &LinuxSeccomp) -> Option<String> {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    cache_key_for(cfg, &kernel)
+}
+
+fn cache_key_for(cfg: &LinuxSeccomp, kernel: &str) -> Option<String> {
     use sha2::{Digest as _, Sha256};
 
     let version = libseccomp::ScmpVersion::current().ok()?;
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let mut hasher = Sha256::new();
     hasher.update(b"berth-seccomp-bpf-v1\0");
     hasher.update(

@@ -97,12 +97,28 @@ pub enum Command {
     /// Host-wide maintenance.
     #[command(subcommand)]
     System(SystemCommand),
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(crate::cli_net::NetworkCommand),
+    /// List a container's published ports.
+    Port(crate::cli_net::PortArgs),
     /// Internal: run by berth-monitor to start a container.
     #[command(name = "__start", hide = true)]
     InternalStart(InternalStartArgs),
     /// Internal: run by berth-monitor when a container exited.
     #[command(name = "__exited", hide = true)]
     InternalExited(InternalExitedArgs),
+    /// Internal: the host process of a VM container (QEMU and its agent).
+    #[command(name = "__vm", hide = true)]
+    InternalVm(InternalVmArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct InternalVmArgs {
+    pub id: String,
+    /// Gets "ok" once the workload runs, or "err CODE MESSAGE".
+    #[arg(long)]
+    pub ready_fd: Option<i32>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -432,6 +448,13 @@ pub struct ContainerOpts {
     /// Seconds to wait for the stop signal before SIGKILL.
     #[arg(long)]
     pub stop_timeout: Option<i64>,
+    #[command(flatten)]
+    pub net: crate::cli_net::NetOpts,
+    /// Isolation: container (namespaces on the host kernel) or vm (a
+    /// microVM with its own kernel). Default: the image's
+    /// run.berth.isolation label, else berth's config file, else container.
+    #[arg(long)]
+    pub isolation: Option<String>,
     /// IMAGE [COMMAND [ARG...]]
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = false, num_args = 1..)]
     pub image_and_command: Vec<String>,

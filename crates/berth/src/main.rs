@@ -1,6 +1,7 @@
 //! The `berth` command line: parses arguments and calls the engine.
 
 mod cli;
+mod cli_net;
 mod commands;
 mod format;
 

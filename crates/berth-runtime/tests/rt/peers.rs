@@ -200,8 +200,10 @@ fn podman_runs_execs_stops_and_limits_with_berth_runtime() {
         "cgroup of p1 left behind"
     );
 
+    // The short sleep: under CPU contention podman/conmon can miss the
+    // output of a process that prints and exits within a millisecond.
     let r = under_tty(&format!(
-        "{base} run -it --rm {} busybox:latest sh -c 'tty; exit 7'",
+        "{base} run -it --rm {} busybox:latest sh -c 'tty; sleep 0.2; exit 7'",
         limits.join(" ")
     ));
     assert_eq!(r.code, 7, "{} {}", r.stdout, r.stderr);
@@ -326,6 +328,12 @@ fn containerd_runs_and_execs_with_berth_runtime() {
     let _ = sh(ctr().args(["image", "rm", "busybox:latest"]));
     drop(daemon);
     unmount_below(env.dir.path());
+    // containerd puts containers in /<namespace>/<id>: ours are gone, so
+    // the namespace's group and runtime root are empty now.
+    for root in cgroup_roots() {
+        let _ = std::fs::remove_dir(root.join(&ns));
+    }
+    let _ = std::fs::remove_dir(Path::new("/run/containerd/runc").join(&ns));
 }
 
 #[test]

@@ -38,6 +38,7 @@ pub fn ps(engine: &mut Engine, a: &PsArgs) -> Result<u8> {
     let now = berth_engine::now();
     for r in &rows {
         let cfg: ContainerConfig = serde_json::from_str(&r.config).unwrap_or_default();
+        let ports = engine.port_summary(&r.id);
         let spec_args = std::fs::read(engine.container_dir(&r.id).join("config.json"))
             .ok()
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
@@ -78,7 +79,7 @@ pub fn ps(engine: &mut Engine, a: &PsArgs) -> Result<u8> {
                 "ID": if a.no_trunc { r.id.clone() } else { r.id[..12].to_string() },
                 "Image": r.image_ref, "Command": format!("\"{command}\""),
                 "CreatedAt": berth_engine::containers::rfc3339(r.created), "RunningFor": ago(r.created),
-                "Ports": "", "State": r.state, "Status": status, "Names": r.name,
+                "Ports": ports, "State": r.state, "Status": status, "Names": r.name,
                 "RestartCount": r.restart_count, "Labels": "", "Mounts": "", "Networks": "",
             });
             formatted.push(crate::format::render(f, &v));
@@ -94,7 +95,7 @@ pub fn ps(engine: &mut Engine, a: &PsArgs) -> Result<u8> {
             format!("\"{command}\""),
             ago(r.created),
             status,
-            String::new(),
+            ports,
             r.name.clone(),
         ]);
     }

@@ -13,6 +13,12 @@ pub fn info(root: &Path, run_root: &Path) -> Result<u8> {
     println!("Storage driver: overlay");
     println!("Cgroup version: {}", layout.name());
     println!("Kernel version: {}", kernel.trim());
-    println!("Isolation: container (default)");
+    let default = berth_engine::vm::Settings::load()?
+        .default_isolation
+        .unwrap_or_else(|| "container".into());
+    println!("Isolation: container, vm (default: {default})");
+    for line in berth_engine::vm::info_lines() {
+        println!("{line}");
+    }
     Ok(0)
 }

@@ -6,6 +6,7 @@ mod images;
 mod info;
 mod lifecycle;
 pub(crate) mod logs;
+mod network;
 mod progress;
 mod registry;
 mod run;
@@ -91,7 +92,16 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
             }
             Ok(0)
         }
+        Command::Network(c) => network::network(&mut open_reconciled()?, c),
+        Command::Port(a) => network::port(&mut open()?, &a),
         Command::InternalStart(a) => lifecycle::internal_start(&mut open()?, &a),
         Command::InternalExited(a) => lifecycle::internal_exited(&mut open()?, &a),
+        Command::InternalVm(a) => {
+            let ready = a
+                .ready_fd
+                .map(berth_engine::lifecycle::inherited_fd)
+                .transpose()?;
+            Ok((open()?.run_vmm(&a.id, ready) & 0xff) as u8)
+        }
     }
 }

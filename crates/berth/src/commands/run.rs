@@ -145,6 +145,7 @@ fn to_config(o: ContainerOpts) -> Result<ContainerConfig> {
     if let Some(sig) = &o.stop_signal {
         berth_engine::lifecycle::parse_signal(sig)?;
     }
+    let network = super::network::config(&o.net)?;
     Ok(ContainerConfig {
         image,
         name: o.name,
@@ -168,5 +169,12 @@ fn to_config(o: ContainerOpts) -> Result<ContainerConfig> {
         log_max_file,
         stop_signal: o.stop_signal,
         stop_timeout: o.stop_timeout,
+        network,
+        isolation: o
+            .isolation
+            .as_deref()
+            .map(berth_engine::vm::Isolation::parse)
+            .transpose()
+            .map_err(anyhow::Error::msg)?,
     })
 }

@@ -100,6 +100,9 @@ impl Env {
             .prefix("berth-test-")
             .tempdir_in("/tmp")
             .unwrap();
+        // berth runs in a network namespace of this test's own (bridges,
+        // nft rules and sysctls never touch the host's).
+        crate::nethelp::private_netns(&dir.path().join("netns"));
         Env { dir }
     }
 
@@ -108,7 +111,9 @@ impl Env {
     }
 
     pub fn cmd(&self) -> Command {
-        let mut c = Command::new(BERTH);
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net={}", self.netns().display()))
+            .arg(BERTH);
         c.env("BERTH_ROOT", self.root())
             .env("BERTH_RUN_ROOT", self.dir.path().join("run"))
             .stdin(Stdio::null());
@@ -201,6 +206,7 @@ impl Drop for Env {
         for id in &ids {
             let _ = self.berth(&["rm", "-f", id]);
         }
+        crate::nethelp::check_network_and_clean(self);
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         let prefix = self.dir.path().display().to_string();
         let leaked: Vec<&str> = mounts.lines().filter(|l| l.contains(&prefix)).collect();

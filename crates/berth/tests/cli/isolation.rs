@@ -16,6 +16,8 @@ fn namespaces_are_private() {
         .berth(&[
             "run",
             "--rm",
+            "--network",
+            "none",
             "busybox",
             "sh",
             "-c",
@@ -36,7 +38,7 @@ fn namespaces_are_private() {
             "{kind} namespace is shared with the host"
         );
     }
-    assert_eq!(lines[7], "lo", "only loopback until networking lands");
+    assert_eq!(lines[7], "lo", "only loopback with --network none");
     assert_eq!(lines[8].trim(), "3", "ps sees only sh, ps and wc: {out}");
 }
 

@@ -236,7 +236,8 @@ pub fn berth(env: &Env, args: &[&str]) -> Run {
 
 /// [`berth`] with extra environment and standard input.
 pub fn berth_with(env: &Env, args: &[&str], vars: &[(&str, &str)], stdin: Option<&str>) -> Run {
-    let mut c = env.cmd();
+    // The registry listens on the host's loopback: stay there, unnetworked.
+    let mut c = env.cmd_host_net();
     c.env("BERTH_AUTH_FILE", env.dir.path().join("auth.json"))
         .env("DOCKER_CONFIG", env.dir.path().join("docker"))
         .env("BERTH_CERTS_DIR", env.dir.path().join("no-certs"))

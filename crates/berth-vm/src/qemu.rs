@@ -1,0 +1,230 @@
+//! The QEMU command line: `-M microvm` booting the PVH vmlinux directly,
+//! virtio-mmio disks and a virtio-serial port, the serial console on
+//! QEMU's stdout. Under TCG the guest gets `tsc_early_khz` (microvm has no
+//! PIT gate, HPET or PM timer to calibrate against; without it the kernel
+//! hangs at "Marking TSC unstable"); RTC and ACPI stay on (ACPI is how
+//! Debian's kernel finds the virtio-mmio devices).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::{in_path, VmError};
+
+/// How the guest's CPU runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+impl Accel {
+    pub fn name(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+}
+
+/// One virtio-blk disk; `serial` tells the guest which one it is.
+pub struct Drive<'a> {
+    pub path: &'a Path,
+    pub read_only: bool,
+    pub serial: &'a str,
+}
+
+/// Everything that goes into one QEMU command line.
+pub struct Machine<'a> {
+    pub name: String,
+    pub accel: Accel,
+    pub tsc_khz: u64,
+    pub memory_mib: u64,
+    pub vcpus: u32,
+    pub kernel: &'a Path,
+    pub initrd: &'a Path,
+    /// Kernel arguments after berth's own.
+    pub append: Vec<String>,
+    pub drives: Vec<Drive<'a>>,
+    /// The agent's virtio-serial port, as a unix socket QEMU listens on.
+    pub control: Option<&'a Path>,
+    /// QEMU's seccomp sandbox and dropping to an unprivileged user once
+    /// its devices are open.
+    pub confine: bool,
+}
+
+/// The QEMU binary: `BERTH_QEMU`, else `qemu-system-x86_64` from PATH.
+pub fn binary() -> PathBuf {
+    std::env::var_os("BERTH_QEMU")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("qemu-system-x86_64"))
+}
+
+/// Fails with an install hint when QEMU is missing.
+pub fn check() -> Result<(), VmError> {
+    let b = binary();
+    if b.components().count() > 1 && b.is_file() || in_path(&b.to_string_lossy()) {
+        return Ok(());
+    }
+    Err(VmError::MissingTool {
+        tool: "qemu-system-x86_64",
+        hint: "apt-get install qemu-system-x86",
+    })
+}
+
+/// Kernel arguments that make Debian's cloud kernel boot fast (measured
+/// under TCG: crypto self-tests, kprobes and trace-event setup are the
+/// slowest initcalls).
+const FAST_BOOT: &[&str] = &[
+    "console=ttyS0",
+    "panic=-1",
+    "quiet",
+    "cryptomgr.notests",
+    "tsc=reliable",
+    "no_timer_check",
+    "mitigations=off",
+    "nokaslr",
+    "initcall_blacklist=init_kprobe_trace,trace_eval_init,crypto_kdf108_init",
+    "rdinit=/init",
+];
+
+impl Machine<'_> {
+    pub fn kernel_cmdline(&self) -> String {
+        let mut args: Vec<String> = FAST_BOOT.iter().map(|s| s.to_string()).collect();
+        if self.accel == Accel::Tcg && self.tsc_khz > 0 {
+            args.push(format!("tsc_early_khz={}", self.tsc_khz));
+        }
+        args.extend(self.append.iter().cloned());
+        args.join(" ")
+    }
+
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(binary());
+        c.args([
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-no-reboot",
+        ]);
+        c.args(["-name", &self.name]);
+        match self.accel {
+            Accel::Kvm => c.args(["-accel", "kvm", "-cpu", "host"]),
+            Accel::Tcg => c.args(["-accel", "tcg", "-cpu", "max"]),
+        };
+        c.args(["-M", "microvm,x-option-roms=off,isa-serial=on,rtc=on"]);
+        c.args(["-m", &format!("{}M", self.memory_mib)]);
+        c.args(["-smp", &self.vcpus.max(1).to_string()]);
+        c.arg("-kernel").arg(self.kernel);
+        c.arg("-initrd").arg(self.initrd);
+        c.args(["-append", &self.kernel_cmdline()]);
+        for (i, d) in self.drives.iter().enumerate() {
+            let mut drive = format!("if=none,id=d{i},format=raw,file={}", qemu_escape(d.path));
+            if d.read_only {
+                drive.push_str(",readonly=on");
+            } else {
+                drive.push_str(",discard=unmap");
+            }
+            c.args(["-drive", &drive]);
+            c.args([
+                "-device",
+                &format!("virtio-blk-device,drive=d{i},serial={}", d.serial),
+            ]);
+        }
+        if let Some(sock) = self.control {
+            c.args(["-device", "virtio-serial-device"]);
+            c.args([
+                "-chardev",
+                &format!(
+                    "socket,id=ctl,path={},server=on,wait=off",
+                    qemu_escape(sock)
+                ),
+            ]);
+            c.args([
+                "-device",
+                &format!("virtserialport,chardev=ctl,name={}", crate::PORT_NAME),
+            ]);
+        }
+        c.args(["-serial", "stdio"]);
+        if self.confine {
+            // QEMU's own seccomp filter. `elevateprivileges=deny` would also
+            // forbid the setuid of `-runas`, which drops root for good.
+            c.args([
+                "-sandbox",
+                "on,obsolete=deny,spawn=deny,resourcecontrol=deny",
+            ]);
+            c.args(["-runas", "nobody"]);
+        }
+        c
+    }
+}
+
+/// QEMU option values escape a comma by doubling it.
+fn qemu_escape(p: &Path) -> String {
+    p.display().to_string().replace(',', ",,")
+}
+
+/// The host's TSC frequency in kHz, measured against the monotonic clock
+/// (under TCG the guest's TSC is the host's).
+pub fn tsc_khz() -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let t0 = std::time::Instant::now();
+        // SAFETY: RDTSC has no memory effects; every x86_64 CPU has it.
+        let c0 = unsafe { core::arch::x86_64::_rdtsc() };
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        // SAFETY: as above.
+        let c1 = unsafe { core::arch::x86_64::_rdtsc() };
+        let us = t0.elapsed().as_micros() as u64;
+        if us == 0 {
+            return 0;
+        }
+        let khz = (c1.wrapping_sub(c0)) * 1000 / us;
+        // Round to a MHz: the measurement is not better than that.
+        (khz + 500) / 1000 * 1000
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line_has_what_the_guest_needs() {
+        let m = Machine {
+            name: "berth-test".into(),
+            accel: Accel::Tcg,
+            tsc_khz: 2_596_000,
+            memory_mib: 256,
+            vcpus: 1,
+            kernel: Path::new("/k/vmlinux"),
+            initrd: Path::new("/k/initrd"),
+            append: vec!["berth.x=1".into()],
+            drives: vec![Drive {
+                path: Path::new("/d/i,mg"),
+                read_only: true,
+                serial: "berth-image",
+            }],
+            control: Some(Path::new("/run/ctl.sock")),
+            confine: true,
+        };
+        let c = m.command();
+        let args: Vec<String> = c.get_args().map(|a| a.to_string_lossy().into()).collect();
+        let line = args.join(" ");
+        assert!(line.contains("tsc_early_khz=2596000"), "{line}");
+        assert!(line.contains("/d/i,,mg"), "{line}");
+        assert!(line.contains("readonly=on"), "{line}");
+        assert!(line.contains("name=berth.ctl"), "{line}");
+        assert!(line.contains("-runas nobody"), "{line}");
+        assert!(m.kernel_cmdline().ends_with("berth.x=1"));
+    }
+
+    #[test]
+    fn tsc_is_measured() {
+        let k = tsc_khz();
+        assert!(k > 100_000, "{k}");
+    }
+}
