@@ -197,6 +197,11 @@ impl Agent {
                 self.port
                     .send(&Frame::json(Kind::Exited, chan, &proto::Exited { code }));
             }
+            // The container's init is gone, and its pid namespace with it:
+            // nothing is left to run. Power off without waiting for the host.
+            if chan == 0 {
+                self.shutdown = true;
+            }
         }
     }
 

@@ -283,23 +283,13 @@ impl Cpio {
 /// which the agent loads in name order. Built once per content and kept in
 /// `<vm_dir>/initramfs/`.
 pub fn initramfs(vm_dir: &Path, agent: &Path, modules: &[PathBuf]) -> Result<PathBuf, VmError> {
-    let agent_bytes =
-        std::fs::read(agent).map_err(io_err(format!("reading {}", agent.display())))?;
-    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
-    for (i, m) in modules.iter().enumerate() {
-        let data = std::fs::read(m).map_err(io_err(format!("reading {}", m.display())))?;
-        let name = m
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("module.ko");
-        files.push((format!("modules/{i:02}-{name}"), data));
-    }
+    // Keyed by the inputs' names, sizes and times: no need to read them
+    // when the image exists.
     let mut h = Sha256::new();
-    h.update(b"berth-initramfs-v1\0");
-    h.update(&agent_bytes);
-    for (name, data) in &files {
-        h.update(name.as_bytes());
-        h.update(data);
+    h.update(b"berth-initramfs-v2\0");
+    for p in std::iter::once(agent).chain(modules.iter().map(PathBuf::as_path)) {
+        let md = std::fs::metadata(p).map_err(io_err(format!("reading {}", p.display())))?;
+        h.update(format!("{}\0{}\0{:?}\0", p.display(), md.len(), md.modified().ok()).as_bytes());
     }
     let key: String = h
         .finalize()
@@ -311,6 +301,17 @@ pub fn initramfs(vm_dir: &Path, agent: &Path, modules: &[PathBuf]) -> Result<Pat
     let path = dir.join(format!("{key}.cpio"));
     if path.is_file() {
         return Ok(path);
+    }
+    let agent_bytes =
+        std::fs::read(agent).map_err(io_err(format!("reading {}", agent.display())))?;
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    for (i, m) in modules.iter().enumerate() {
+        let data = std::fs::read(m).map_err(io_err(format!("reading {}", m.display())))?;
+        let name = m
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("module.ko");
+        files.push((format!("modules/{i:02}-{name}"), strip_signature(data)));
     }
     let mut c = Cpio::default();
     for d in ["dev", "proc", "sys", "run", "tmp", "modules"] {
@@ -337,6 +338,28 @@ pub fn initramfs(vm_dir: &Path, agent: &Path, modules: &[PathBuf]) -> Result<Pat
         }
     }
     Ok(path)
+}
+
+/// Drops a module's appended signature: checking it (RSA under emulation)
+/// is a measurable part of the guest's boot, and the kernel does not
+/// require it (`CONFIG_MODULE_SIG_FORCE` is off in Debian's kernel). The
+/// modules come from the package apt verified.
+fn strip_signature(mut data: Vec<u8>) -> Vec<u8> {
+    const MAGIC: &[u8] = b"~Module signature appended~\n";
+    if !data.ends_with(MAGIC) {
+        return data;
+    }
+    let end = data.len() - MAGIC.len();
+    if end < 12 {
+        return data;
+    }
+    // struct module_signature: 8 bytes, then the signature's length (BE).
+    let info = &data[end - 12..end];
+    let sig_len = u32::from_be_bytes([info[8], info[9], info[10], info[11]]) as usize;
+    if end >= 12 + sig_len {
+        data.truncate(end - 12 - sig_len);
+    }
+    data
 }
 
 /// Writes `data` to `path` through a temporary file in `dir` (readers never
@@ -373,6 +396,16 @@ mod tests {
             names,
             ["virtio", "virtio_ring", "virtio_mmio", "libcrc32c", "erofs"]
         );
+    }
+
+    #[test]
+    fn signatures_are_stripped() {
+        let mut m = b"\x7fELFbody".to_vec();
+        m.extend_from_slice(b"SIGNATURE");
+        m.extend_from_slice(&[0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 9]);
+        m.extend_from_slice(b"~Module signature appended~\n");
+        assert_eq!(strip_signature(m), b"\x7fELFbody");
+        assert_eq!(strip_signature(b"plain".to_vec()), b"plain");
     }
 
     #[test]
