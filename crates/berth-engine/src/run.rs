@@ -1,28 +1,14 @@
 //! Starting a created container and staying attached to it in the
 //! foreground: stdio (or a pty relay), signal forwarding, exit status.
 
-use std::io::{Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
+use nix::sys::signal::{SigSet, SigmaskHow};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::termios;
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use crate::containers::{pid_start_time, Created};
 use crate::{io_err, now, rootfs, Engine, EngineError};
-
-/// Signals forwarded to the container's main process.
-const FORWARDED: &[Signal] = &[
-    Signal::SIGINT,
-    Signal::SIGTERM,
-    Signal::SIGHUP,
-    Signal::SIGQUIT,
-    Signal::SIGUSR1,
-    Signal::SIGUSR2,
-];
 
 /// How a container process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,50 +18,8 @@ pub struct Exit {
     pub oom_killed: bool,
 }
 
-pub(crate) fn signal_set() -> SigSet {
-    let mut set = SigSet::empty();
-    for s in FORWARDED {
-        set.add(*s);
-    }
-    set.add(Signal::SIGCHLD);
-    set.add(Signal::SIGWINCH);
-    set
-}
-
-/// Puts the calling terminal in raw mode until dropped.
-pub(crate) struct RawMode {
-    fd: OwnedFd,
-    saved: termios::Termios,
-}
-
-impl RawMode {
-    pub(crate) fn enter() -> Option<RawMode> {
-        let fd = std::io::stdin().as_fd().try_clone_to_owned().ok()?;
-        let saved = termios::tcgetattr(&fd).ok()?;
-        let mut raw = saved.clone();
-        termios::cfmakeraw(&mut raw);
-        termios::tcsetattr(&fd, termios::SetArg::TCSANOW, &raw).ok()?;
-        Some(RawMode { fd, saved })
-    }
-}
-
-impl Drop for RawMode {
-    fn drop(&mut self) {
-        let _ = termios::tcsetattr(&self.fd, termios::SetArg::TCSANOW, &self.saved);
-    }
-}
-
-/// The size of the terminal on our stdout (or stdin), if any.
-pub fn terminal_size() -> Option<(u16, u16)> {
-    for fd in [1, 0] {
-        if let Some(ws) = berth_sandbox::sys::get_winsize(berth_sandbox::sys::std_fd(fd)) {
-            if ws.rows > 0 && ws.cols > 0 {
-                return Some((ws.rows, ws.cols));
-            }
-        }
-    }
-    None
-}
+pub(crate) use berth_sandbox::foreground::{signal_set, RawMode};
+pub use berth_sandbox::foreground::terminal_size;
 
 impl Engine {
     /// Starts `c` with our stdio attached and waits for it to end.
@@ -172,133 +116,13 @@ impl Engine {
     }
 }
 
-fn status_code(st: WaitStatus) -> Option<i32> {
-    match st {
-        WaitStatus::Exited(_, code) => Some(code),
-        WaitStatus::Signaled(_, sig, _) => Some(128 + sig as i32),
-        _ => None,
-    }
-}
-
 pub(crate) fn wait_loop(
     pid: Pid,
     sfd: &SignalFd,
     pty: Option<OwnedFd>,
     interactive: bool,
 ) -> Result<i32, EngineError> {
-    let _raw = match (&pty, interactive) {
-        (Some(_), true) => RawMode::enter(),
-        _ => None,
-    };
-    if let (Some(m), Some((rows, cols))) = (&pty, terminal_size()) {
-        let _ =
-            berth_sandbox::sys::set_winsize(m.as_fd(), berth_sandbox::sys::WinSize { rows, cols });
-    }
-    let mut code: Option<i32> = None;
-    let mut pty_open = pty.is_some();
-    let mut stdin_open = pty.is_some() && interactive;
-    let mut buf = vec![0u8; 32 * 1024];
-    let stdin = std::io::stdin();
-    let mut stdout = std::io::stdout();
-    loop {
-        if code.is_some() && !pty_open {
-            break;
-        }
-        let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
-        let pty_idx = pty.as_ref().filter(|_| pty_open).map(|m| {
-            fds.push(PollFd::new(m.as_fd(), PollFlags::POLLIN));
-            fds.len() - 1
-        });
-        let stdin_idx = stdin_open.then(|| {
-            fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
-            fds.len() - 1
-        });
-        // Once the process is gone, drain the pty without blocking forever.
-        let timeout = if code.is_some() {
-            PollTimeout::from(200u16)
-        } else {
-            PollTimeout::NONE
-        };
-        match poll(&mut fds, timeout) {
-            Ok(0) if code.is_some() => break,
-            Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(io_err("poll")(e.into())),
-        }
-        let ready = |i: Option<usize>| {
-            i.and_then(|i| fds[i].revents()).is_some_and(|r| {
-                r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
-            })
-        };
-        let (sig_ready, pty_ready, in_ready) = (ready(Some(0)), ready(pty_idx), ready(stdin_idx));
-        if sig_ready {
-            while let Ok(Some(info)) = sfd.read_signal() {
-                let signo = info.ssi_signo as i32;
-                if signo == libc::SIGCHLD {
-                    loop {
-                        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-                            Ok(WaitStatus::StillAlive) | Err(_) => break,
-                            Ok(st) => {
-                                if st.pid() == Some(pid) {
-                                    code = status_code(st).or(code);
-                                }
-                            }
-                        }
-                    }
-                } else if signo == libc::SIGWINCH {
-                    if let (Some(m), Some((rows, cols))) = (&pty, terminal_size()) {
-                        let _ = berth_sandbox::sys::set_winsize(
-                            m.as_fd(),
-                            berth_sandbox::sys::WinSize { rows, cols },
-                        );
-                    }
-                } else if let Ok(sig) = Signal::try_from(signo) {
-                    let _ = kill(pid, sig);
-                }
-            }
-        }
-        if pty_ready {
-            if let Some(m) = &pty {
-                match nix::unistd::read(m, &mut buf) {
-                    Ok(0) | Err(nix::errno::Errno::EIO) => pty_open = false,
-                    Ok(n) => {
-                        let _ = stdout.write_all(&buf[..n]);
-                        let _ = stdout.flush();
-                    }
-                    Err(nix::errno::Errno::EINTR) | Err(nix::errno::Errno::EAGAIN) => {}
-                    Err(_) => pty_open = false,
-                }
-            }
-        }
-        if in_ready {
-            match stdin.lock().read(&mut buf) {
-                Ok(0) | Err(_) => {
-                    stdin_open = false;
-                    if let Some(m) = &pty {
-                        // End of input: send EOF (^D) to the terminal.
-                        let _ = nix::unistd::write(m, b"\x04");
-                    }
-                }
-                Ok(n) => {
-                    if let Some(m) = &pty {
-                        let _ = write_all_fd(m, &buf[..n]);
-                    }
-                }
-            }
-        }
-    }
-    Ok(code.unwrap_or(255))
-}
-
-fn write_all_fd(fd: &OwnedFd, mut data: &[u8]) -> nix::Result<()> {
-    while !data.is_empty() {
-        match nix::unistd::write(fd, data) {
-            Ok(n) => data = &data[n..],
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+    berth_sandbox::foreground::wait(pid, sfd, pty, interactive).map_err(io_err("waiting for the container"))
 }
 
 /// Used by `berth run`: create, start attached, and remove with `--rm`.

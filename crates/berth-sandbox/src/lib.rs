@@ -5,6 +5,7 @@
 //! seccomp loader's single syscall).
 
 pub mod cgroup;
+pub mod foreground;
 mod child;
 pub mod exec;
 pub mod hooks;
