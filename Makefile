@@ -6,7 +6,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 CARGO ?= cargo
 BERTH := target/release/berth
 
-.PHONY: setup build demo test bench clean
+.PHONY: setup build agent demo test bench clean
 
 setup:
 	@scripts/setup.sh
@@ -14,6 +14,11 @@ setup:
 
 build: setup
 	$(CARGO) build --release --workspace --bins
+	@scripts/build-agent.sh --release
+
+# The microVM guest's init, static (target/x86_64-unknown-linux-gnu/release).
+agent:
+	@scripts/build-agent.sh --release
 
 demo: build
 	@scripts/demo.sh
@@ -21,6 +26,7 @@ demo: build
 test: setup
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	@scripts/build-agent.sh --target-dir target/agent
 	$(CARGO) test --workspace
 
 bench: build

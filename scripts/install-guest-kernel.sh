@@ -19,7 +19,12 @@ for tool in apt-get apt-cache dpkg-deb depmod lz4 grep; do
 done
 
 # The metapackage names the current kernel package.
-PKG=$(apt-cache depends "$META" 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+pkg() { apt-cache depends "$META" 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}'; }
+PKG=$(pkg)
+if [ -z "$PKG" ]; then
+  apt-get update -qq >/dev/null 2>&1 || true
+  PKG=$(pkg)
+fi
 if [ -z "$PKG" ]; then
   echo "install-guest-kernel: apt knows no $META (run apt-get update)" >&2
   exit 1

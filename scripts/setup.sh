@@ -10,6 +10,7 @@ PACKAGES=(
   docker-registry skopeo apache2-utils openssl # registry tests and the pull benchmark (htpasswd, certificates)
   util-linux bsdutils iproute2 procps          # unshare, script, ip, ps
   nftables curl debootstrap                    # networking (NAT, published ports), the nginx example
+  qemu-system-x86 erofs-utils e2fsprogs kmod lz4 # microVMs: QEMU, image disks, the guest kernel's modules
 )
 
 missing=()
@@ -32,3 +33,7 @@ if ! command -v cargo >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cargo rustc >/dev/null
   fi
 fi
+
+# The microVM guest kernel: Debian's cloud kernel, unpacked into berth's VM
+# directory (never installed as this host's kernel).
+"$(dirname "$0")/install-guest-kernel.sh"

@@ -75,7 +75,17 @@ impl Agent {
 
     /// Runs until the host says `Shutdown` or goes away.
     pub fn run(&mut self) -> Result<(), AgentError> {
-        while !self.shutdown && !self.port.closed {
+        loop {
+            let host_gone = self.port.closed && self.container.is_some();
+            if self.shutdown || host_gone {
+                break;
+            }
+            if self.port.closed {
+                // Before Start the host may go and come back: a snapshot
+                // of this guest was taken, and this is a restored copy.
+                self.port.closed = false;
+                std::thread::sleep(Duration::from_millis(5));
+            }
             self.step()?;
         }
         self.stop_everything();
@@ -282,6 +292,7 @@ impl Agent {
 
     fn start_container(&mut self, start: &proto::Start) -> Result<Session, (i32, String)> {
         self.mark("start");
+        init::set_clock_and_seed(start.realtime_ns, &start.seed);
         init::mount_rootfs(&start.image_fs).map_err(|e| (125, e.to_string()))?;
         self.mark("rootfs mounted");
         for f in &start.files {

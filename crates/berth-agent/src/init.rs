@@ -212,11 +212,56 @@ fn disk_by_serial(serial: &str) -> Result<PathBuf, AgentError> {
 
 pub const ROOTFS: &str = berth_vm::GUEST_ROOTFS;
 
+/// Drops a disk's page cache: in a guest restored from a snapshot it holds
+/// what the snapshot's placeholder disks read back as.
+fn flush_buffers(dev: &Path) -> Result<(), AgentError> {
+    const BLKFLSBUF: libc::c_ulong = 0x1261;
+    let f = std::fs::File::open(dev)
+        .map_err(|e| AgentError::Setup(format!("opening {}: {e}", dev.display())))?;
+    // SAFETY: BLKFLSBUF takes no argument and only drops the device's
+    // cached pages; no memory of ours is involved.
+    let rc = unsafe { libc::ioctl(f.as_raw_fd(), BLKFLSBUF, 0) };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(AgentError::Setup(format!(
+            "flushing {}: {e}",
+            dev.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Sets the clock and mixes `seed` into the kernel's RNG, reseeding it: a
+/// guest restored from a snapshot has the snapshot's time and RNG state.
+pub fn set_clock_and_seed(realtime_ns: u64, seed: &[u8]) {
+    if realtime_ns > 0 {
+        let ts = nix::sys::time::TimeSpec::new(
+            (realtime_ns / 1_000_000_000) as i64,
+            (realtime_ns % 1_000_000_000) as i64,
+        );
+        let _ = nix::time::clock_settime(nix::time::ClockId::CLOCK_REALTIME, ts);
+    }
+    if seed.is_empty() {
+        return;
+    }
+    let Ok(mut f) = std::fs::OpenOptions::new().write(true).open("/dev/urandom") else {
+        return;
+    };
+    if std::io::Write::write_all(&mut f, seed).is_ok() {
+        const RNDRESEEDCRNG: libc::c_ulong = 0x5207;
+        // SAFETY: RNDRESEEDCRNG takes no argument; it makes the kernel
+        // rekey its CRNG from the input pool we just wrote to.
+        let _ = unsafe { libc::ioctl(f.as_raw_fd(), RNDRESEEDCRNG, 0) };
+    }
+}
+
 /// Mounts the image disk read-only, the writable disk, and the overlay of
 /// the two at [`ROOTFS`].
 pub fn mount_rootfs(image_fs: &str) -> Result<(), AgentError> {
     let image = disk_by_serial(berth_vm::IMAGE_DISK_SERIAL)?;
     let rw = disk_by_serial(berth_vm::RW_DISK_SERIAL)?;
+    flush_buffers(&image)?;
+    flush_buffers(&rw)?;
     let fstype = match image_fs {
         "ext4" => "ext4",
         _ => "erofs",

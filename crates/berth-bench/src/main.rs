@@ -3,6 +3,7 @@
 //! and ratios. Timing is never asserted in tests; this is where it lives.
 
 mod detached;
+mod microvm;
 mod network;
 mod pull;
 mod runtime;
@@ -268,5 +269,6 @@ fn main() -> Result<()> {
     runtime::bench(&exe_dir, &w, iterations)?;
     detached::bench(&berth, &w, have("podman"))?;
     pull::bench(&berth, &pull::fixtures_dir(&exe_dir), &w)?;
-    network::bench(&berth, &w, iterations, have("podman"))
+    network::bench(&berth, &w, iterations, have("podman"))?;
+    microvm::bench(&berth, &w)
 }

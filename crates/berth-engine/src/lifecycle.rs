@@ -196,6 +196,7 @@ impl Engine {
         let cgroup = berth_sandbox::Cgroup::at(&layout, Path::new(&cgroups_path(id)));
         let oom = cgroup.oom_killed();
         let _ = cgroup.destroy();
+        crate::vm::cleanup_run_dir(&self.run_root, id);
         let reason = crate::vm::take_exit_reason(&self.container_dir(id));
         // Free the network of a final exit before the record says exited:
         // `stop` returns on that, and a `start` may follow at once.

@@ -18,8 +18,8 @@ pub struct Exit {
     pub oom_killed: bool,
 }
 
-pub(crate) use berth_sandbox::foreground::{signal_set, RawMode};
 pub use berth_sandbox::foreground::terminal_size;
+pub(crate) use berth_sandbox::foreground::{signal_set, RawMode};
 
 impl Engine {
     /// Starts `c` with our stdio attached and waits for it to end.
@@ -46,6 +46,7 @@ impl Engine {
 
         let oom = cgroup.oom_killed();
         let _ = cgroup.destroy();
+        crate::vm::cleanup_run_dir(&self.run_root, &id);
         let _ = rootfs::unmount(&c.bundle.join("rootfs"));
         let _ = self.network_down(&id);
         match result {
@@ -122,7 +123,8 @@ pub(crate) fn wait_loop(
     pty: Option<OwnedFd>,
     interactive: bool,
 ) -> Result<i32, EngineError> {
-    berth_sandbox::foreground::wait(pid, sfd, pty, interactive).map_err(io_err("waiting for the container"))
+    berth_sandbox::foreground::wait(pid, sfd, pty, interactive)
+        .map_err(io_err("waiting for the container"))
 }
 
 /// Used by `berth run`: create, start attached, and remove with `--rm`.

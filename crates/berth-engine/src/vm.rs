@@ -115,6 +115,9 @@ pub(crate) fn resolve(cfg: &mut ContainerConfig, img: &ImageRow) -> Result<(), E
     }
     if is_vm(cfg) {
         preflight(cfg)?;
+        // A guest has no network device yet: loopback only, which is what
+        // `--network none` means.
+        cfg.network.mode = "none".into();
     }
     Ok(())
 }
@@ -132,6 +135,18 @@ fn preflight(cfg: &ContainerConfig) -> Result<(), EngineError> {
         return Err(EngineError::Invalid(
             "volumes (-v) are not supported with --isolation vm yet".into(),
         ));
+    }
+    let net = &cfg.network;
+    if !net.publish.is_empty() || net.publish_all {
+        return Err(EngineError::Invalid(
+            "published ports (-p, -P) are not supported with --isolation vm yet".into(),
+        ));
+    }
+    if !matches!(net.mode.as_str(), "" | "default" | "bridge" | "none") {
+        return Err(EngineError::Invalid(format!(
+            "--network {} is not supported with --isolation vm yet (a VM has loopback only)",
+            net.mode
+        )));
     }
     berth_vm::assets::Kernel::find(&berth_vm::assets::vm_dir()).map_err(vm_err)?;
     berth_vm::assets::find_agent().map_err(vm_err)?;
@@ -327,6 +342,10 @@ pub(crate) fn usage(run_root: &Path, row: &ContainerRow) -> Option<berth_sandbox
     if !is_vm(&cfg) {
         return None;
     }
+    if row.state == "paused" {
+        // A frozen VM cannot answer; it uses nothing meanwhile.
+        return Some(Default::default());
+    }
     let s = berth_vm::client::stats(&run_dir(run_root, &row.id).join("api.sock")).ok();
     Some(
         s.map_or_else(Default::default, |s| berth_sandbox::cgroup::Usage {
@@ -456,4 +475,55 @@ pub fn info_lines() -> Vec<String> {
         berth_vm::VMM_OVERHEAD_MIB
     ));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn isolation_names() {
+        assert_eq!(Isolation::parse("vm"), Ok(Isolation::Vm));
+        assert_eq!(Isolation::parse("MicroVM"), Ok(Isolation::Vm));
+        assert_eq!(Isolation::parse("container"), Ok(Isolation::Container));
+        assert!(Isolation::parse("hyperv").is_err());
+        assert_eq!(
+            isolation_of(&ContainerConfig::default()),
+            Isolation::Container
+        );
+    }
+
+    #[test]
+    fn guest_size_follows_memory_and_cpus() {
+        let mut cfg = ContainerConfig::default();
+        assert_eq!(guest_size(&cfg), (berth_vm::DEFAULT_MEMORY_MIB, 1));
+        cfg.memory = Some(300 << 20);
+        cfg.cpus = Some(1.5);
+        assert_eq!(guest_size(&cfg), (300, 2));
+    }
+
+    #[test]
+    fn host_spec_sizes_the_vmm() {
+        let mut spec: oci_spec::runtime::Spec = serde_json::from_value(json!({
+            "ociVersion": "1.0.2",
+            "root": {"path": "rootfs"},
+            "linux": {"resources": {"memory": {"limit": 268435456}, "pids": {"limit": 10}, "devices": []}}
+        }))
+        .unwrap();
+        let cfg = ContainerConfig {
+            memory: Some(256 << 20),
+            isolation: Some(Isolation::Vm),
+            ..Default::default()
+        };
+        adapt_host_spec(&cfg, &mut spec).unwrap();
+        let r = spec.linux().as_ref().unwrap().resources().as_ref().unwrap();
+        let want = (256 + berth_vm::VMM_OVERHEAD_MIB) << 20;
+        assert_eq!(r.memory().as_ref().unwrap().limit(), Some(want as i64));
+        assert!(r.pids().is_none(), "QEMU's threads are not the workload's");
+        let ann = spec.annotations().as_ref().unwrap();
+        assert_eq!(
+            ann.get("run.berth.isolation").map(String::as_str),
+            Some("vm")
+        );
+    }
 }

@@ -44,6 +44,14 @@ impl Engine {
         // Our own session: terminal signals are the workload's to get (we
         // forward what we are sent), and a pty on our stdin is ours.
         let _ = nix::unistd::setsid();
+        // The monitor runs us with an empty environment; QEMU and the mkfs
+        // tools are found through PATH.
+        if std::env::var_os("PATH").is_none() {
+            std::env::set_var(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            );
+        }
         if nix::unistd::isatty(berth_sandbox::sys::std_fd(0)).unwrap_or(false) {
             let _ = berth_sandbox::sys::set_controlling_tty(berth_sandbox::sys::std_fd(0));
         }
@@ -128,6 +136,10 @@ impl Engine {
         let dir = self.container_dir(id);
         let rw_disk = dir.join("vm-rw.ext4");
         berth_vm::disk::rw_disk(&self.root.join("vm"), &rw_disk).map_err(vm_err)?;
+        // QEMU drops to a uid of its own (Firecracker's jailer does the
+        // same): only it may open this VM's writable disk.
+        let vmm_id = vmm_uid(id);
+        set_owner(&rw_disk, vmm_id)?;
 
         let host_spec = self.load_spec(id)?;
         let (spec, files) = guest_spec(&host_spec, &cfg)?;
@@ -145,6 +157,7 @@ impl Engine {
             .split_whitespace()
             .map(String::from)
             .collect();
+        let restore = berth_vm::snapshot::enabled() && append.is_empty();
         Ok(berth_vm::vmm::Launch {
             machine: berth_vm::vmm::MachineSpec {
                 name: format!("berth-{}", &id[..12.min(id.len())]),
@@ -157,7 +170,7 @@ impl Engine {
                 append,
                 image_disk,
                 rw_disk,
-                confine: true,
+                confine: Some((vmm_id, vmm_id)),
             },
             run_dir: rdir,
             console_log: dir.join("console.log"),
@@ -167,12 +180,39 @@ impl Engine {
                 interactive: cfg.interactive,
                 image_fs: fs.name().into(),
                 seccomp_cache,
+                realtime_ns: 0,
+                seed: Vec::new(),
             },
             tty: cfg.tty,
             boot_timeout: boot_timeout(accel.accel()),
             ready: None,
+            // Extra kernel arguments (debugging, tests) mean a fresh boot.
+            snapshots: restore.then(|| vm_dir.clone()),
         })
     }
+}
+
+/// The unprivileged uid (and gid) a VM's QEMU runs as: one per container,
+/// from a range no host account uses.
+pub(crate) fn vmm_uid(id: &str) -> u32 {
+    let n = u32::from_str_radix(id.get(..7).unwrap_or("0"), 16).unwrap_or(0);
+    VMM_UID_BASE + n % VMM_UID_RANGE
+}
+
+const VMM_UID_BASE: u32 = 1_600_000_000;
+const VMM_UID_RANGE: u32 = 100_000_000;
+
+fn set_owner(path: &Path, id: u32) -> Result<(), EngineError> {
+    use std::os::unix::fs::PermissionsExt;
+    nix::unistd::chown(
+        path,
+        Some(nix::unistd::Uid::from_raw(id)),
+        Some(nix::unistd::Gid::from_raw(id)),
+    )
+    .map_err(|e| crate::io_err(format!("handing {} to the VMM", path.display()))(e.into()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(crate::io_err(
+        format!("handing {} to the VMM", path.display()),
+    ))
 }
 
 /// The guest's spec: the bundle's, with the root at the guest's overlay,
@@ -237,33 +277,6 @@ pub(crate) fn guest_spec(
     }
     if let Some(o) = v.as_object_mut() {
         o.remove("hooks");
-    }
-    // EXPERIMENT (temporary)
-    if let Ok(drop) = std::env::var("BERTH_VM_EXPERIMENT") {
-        for what in drop.split(',') {
-            match what {
-                "netns" => {
-                    if let Some(nss) = v["linux"]["namespaces"].as_array_mut() {
-                        nss.retain(|n| n["type"] != "network");
-                    }
-                }
-                "masked" => {
-                    v["linux"]["maskedPaths"] = json!([]);
-                    v["linux"]["readonlyPaths"] = json!([]);
-                }
-                "seccomp" => {
-                    if let Some(o) = v["linux"].as_object_mut() {
-                        o.remove("seccomp");
-                    }
-                }
-                "cgroup" => {
-                    if let Some(o) = v["linux"].as_object_mut() {
-                        o.remove("cgroupsPath");
-                    }
-                }
-                _ => {}
-            }
-        }
     }
     let spec = serde_json::from_value(v).map_err(bad)?;
     Ok((spec, files))

@@ -53,11 +53,16 @@ pub fn block_signals() -> Result<()> {
 /// forwarding signals to it and relaying `pty` if given. Returns its exit
 /// status as a shell reports it.
 pub fn wait_foreground(pid: Pid, pty: Option<OwnedFd>) -> Result<i32> {
-    let sfd = SignalFd::with_flags(&signal_set(), SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-        .map_err(nix_err("creating a signalfd"))?;
+    let sfd = SignalFd::with_flags(
+        &signal_set(),
+        SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK,
+    )
+    .map_err(nix_err("creating a signalfd"))?;
     let forward_stdin = pty.is_some();
-    berth_sandbox::foreground::wait(pid, &sfd, pty, forward_stdin).map_err(|source| RuntimeError::Io {
-        what: "waiting for the container".into(),
-        source,
+    berth_sandbox::foreground::wait(pid, &sfd, pty, forward_stdin).map_err(|source| {
+        RuntimeError::Io {
+            what: "waiting for the container".into(),
+            source,
+        }
     })
 }

@@ -100,7 +100,12 @@ fn write_all_fd(fd: &OwnedFd, mut data: &[u8]) {
 /// (our stdin goes to it when `forward_stdin`, in raw mode on a terminal;
 /// end of input sends ^D). Reaps every child meanwhile. Returns the exit
 /// status as a shell reports it.
-pub fn wait(pid: Pid, sfd: &SignalFd, pty: Option<OwnedFd>, forward_stdin: bool) -> io::Result<i32> {
+pub fn wait(
+    pid: Pid,
+    sfd: &SignalFd,
+    pty: Option<OwnedFd>,
+    forward_stdin: bool,
+) -> io::Result<i32> {
     let _raw = match (&pty, forward_stdin) {
         (Some(_), true) => RawMode::enter(),
         _ => None,
@@ -135,7 +140,11 @@ pub fn wait(pid: Pid, sfd: &SignalFd, pty: Option<OwnedFd>, forward_stdin: bool)
             fds.len() - 1
         });
         // Once the process is gone, drain the pty without blocking forever.
-        let timeout = if code.is_some() { PollTimeout::from(200u16) } else { PollTimeout::NONE };
+        let timeout = if code.is_some() {
+            PollTimeout::from(200u16)
+        } else {
+            PollTimeout::NONE
+        };
         match poll(&mut fds, timeout) {
             Ok(0) if code.is_some() => break,
             Ok(_) => {}
@@ -143,8 +152,9 @@ pub fn wait(pid: Pid, sfd: &SignalFd, pty: Option<OwnedFd>, forward_stdin: bool)
             Err(e) => return Err(e.into()),
         }
         let ready = |i: Option<usize>| {
-            i.and_then(|i| fds[i].revents())
-                .is_some_and(|r| r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR))
+            i.and_then(|i| fds[i].revents()).is_some_and(|r| {
+                r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
+            })
         };
         let (sig_ready, pty_ready, in_ready) = (ready(Some(0)), ready(pty_idx), ready(stdin_idx));
         if sig_ready {

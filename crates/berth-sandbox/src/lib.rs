@@ -5,9 +5,9 @@
 //! seccomp loader's single syscall).
 
 pub mod cgroup;
-pub mod foreground;
 mod child;
 pub mod exec;
+pub mod foreground;
 pub mod hooks;
 pub mod mount_extra;
 pub mod mounts;

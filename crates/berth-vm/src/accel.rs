@@ -132,7 +132,9 @@ fn probe(kernel: &Kernel, floor_initrd: &Path, tsc_khz: u64) -> (Accel, String) 
         append: vec!["berth.poweroff=1".into()],
         drives: Vec::new(),
         control: None,
-        confine: false,
+        confine: None,
+        qmp: None,
+        incoming_fd: None,
     };
     let deadline = probe_deadline();
     let start = Instant::now();

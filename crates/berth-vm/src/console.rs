@@ -62,6 +62,22 @@ impl Console {
         Some(msg.trim().trim_end_matches(" ]---").trim().to_string())
     }
 
+    /// The kernel's panic report: from a few lines before "Kernel panic"
+    /// to the end (at most 80 lines).
+    pub fn panic_report(&self) -> Vec<String> {
+        let text = self.text();
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        let at = lines
+            .iter()
+            .position(|l| l.contains("Kernel panic"))
+            .unwrap_or(lines.len());
+        let from = at.saturating_sub(3);
+        lines[from..(from + 80).min(lines.len())]
+            .iter()
+            .map(|l| l.to_string())
+            .collect()
+    }
+
     /// The last `n` non-empty lines.
     pub fn last_lines(&self, n: usize) -> Vec<String> {
         let text = self.text();

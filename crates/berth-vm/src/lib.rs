@@ -18,6 +18,8 @@ pub mod conn;
 pub mod disk;
 pub mod proto;
 pub mod qemu;
+pub mod qmp;
+pub mod snapshot;
 pub mod vmm;
 
 mod api;

@@ -200,6 +200,12 @@ pub struct Start {
     /// The spec's seccomp program compiled by the host, as the sandbox's
     /// cache file (name, bytes): libseccomp under emulation is slow.
     pub seccomp_cache: Option<(String, Vec<u8>)>,
+    /// The host's time (ns since the epoch): a guest restored from a
+    /// snapshot has the snapshot's.
+    pub realtime_ns: u64,
+    /// Fresh randomness for the guest's RNG, which a restored guest shares
+    /// with every other guest restored from the same snapshot.
+    pub seed: Vec<u8>,
 }
 
 /// Run another process in the container (`berth exec`).

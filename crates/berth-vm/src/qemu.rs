@@ -47,9 +47,14 @@ pub struct Machine<'a> {
     pub drives: Vec<Drive<'a>>,
     /// The agent's virtio-serial port, as a unix socket QEMU listens on.
     pub control: Option<&'a Path>,
-    /// QEMU's seccomp sandbox and dropping to an unprivileged user once
-    /// its devices are open.
-    pub confine: bool,
+    /// QEMU's seccomp sandbox, and dropping to this unprivileged uid:gid
+    /// once its devices are open.
+    pub confine: Option<(u32, u32)>,
+    /// A QMP socket (only for building snapshots).
+    pub qmp: Option<&'a Path>,
+    /// Restore the machine from a snapshot read from this inherited
+    /// descriptor instead of booting it.
+    pub incoming_fd: Option<i32>,
 }
 
 /// The QEMU binary: `BERTH_QEMU`, else `qemu-system-x86_64` from PATH.
@@ -145,14 +150,23 @@ impl Machine<'_> {
             ]);
         }
         c.args(["-serial", "stdio"]);
-        if self.confine {
+        if let Some(q) = self.qmp {
+            c.args([
+                "-qmp",
+                &format!("unix:{},server=on,wait=off", qemu_escape(q)),
+            ]);
+        }
+        if let Some(fd) = self.incoming_fd {
+            c.args(["-incoming", &format!("fd:{fd}")]);
+        }
+        if let Some((uid, gid)) = self.confine {
             // QEMU's own seccomp filter. `elevateprivileges=deny` would also
             // forbid the setuid of `-runas`, which drops root for good.
             c.args([
                 "-sandbox",
                 "on,obsolete=deny,spawn=deny,resourcecontrol=deny",
             ]);
-            c.args(["-runas", "nobody"]);
+            c.args(["-runas", &format!("{uid}:{gid}")]);
         }
         c
     }
@@ -209,7 +223,9 @@ mod tests {
                 serial: "berth-image",
             }],
             control: Some(Path::new("/run/ctl.sock")),
-            confine: true,
+            confine: Some((1234, 1234)),
+            qmp: None,
+            incoming_fd: Some(7),
         };
         let c = m.command();
         let args: Vec<String> = c.get_args().map(|a| a.to_string_lossy().into()).collect();
@@ -218,7 +234,8 @@ mod tests {
         assert!(line.contains("/d/i,,mg"), "{line}");
         assert!(line.contains("readonly=on"), "{line}");
         assert!(line.contains("name=berth.ctl"), "{line}");
-        assert!(line.contains("-runas nobody"), "{line}");
+        assert!(line.contains("-runas 1234:1234"), "{line}");
+        assert!(line.contains("-incoming fd:7"), "{line}");
         assert!(m.kernel_cmdline().ends_with("berth.x=1"));
     }
 

@@ -33,6 +33,7 @@ pub fn ps(engine: &mut Engine, a: &PsArgs) -> Result<u8> {
         "STATUS",
         "PORTS",
         "NAMES",
+        "ISOLATION",
     ]);
     let mut formatted = Vec::new();
     let now = berth_engine::now();
@@ -81,6 +82,7 @@ pub fn ps(engine: &mut Engine, a: &PsArgs) -> Result<u8> {
                 "CreatedAt": berth_engine::containers::rfc3339(r.created), "RunningFor": ago(r.created),
                 "Ports": ports, "State": r.state, "Status": status, "Names": r.name,
                 "RestartCount": r.restart_count, "Labels": "", "Mounts": "", "Networks": "",
+                "Isolation": berth_engine::vm::isolation_of(&cfg).name(),
             });
             formatted.push(crate::format::render(f, &v));
             continue;
@@ -97,6 +99,7 @@ pub fn ps(engine: &mut Engine, a: &PsArgs) -> Result<u8> {
             status,
             ports,
             r.name.clone(),
+            berth_engine::vm::isolation_of(&cfg).name().to_string(),
         ]);
     }
     if a.format.is_some() {

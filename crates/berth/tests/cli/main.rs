@@ -12,3 +12,4 @@ mod peers;
 mod ports;
 mod registry;
 mod run;
+mod vm;
