@@ -2,53 +2,12 @@
 //! monitor (berth-monitor) next to podman's conmon, in the same run.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Result};
+use crate::util::{berth, podman, stats, timed};
+use anyhow::Result;
 
 const COUNT: usize = 20;
-
-fn podman(w: &Path) -> Command {
-    let mut c = Command::new("podman");
-    c.arg("--root")
-        .arg(w.join("podman-root"))
-        .arg("--runroot")
-        .arg(w.join("podman-run"));
-    c.args([
-        "--storage-driver",
-        "overlay",
-        "--cgroup-manager",
-        "cgroupfs",
-        "--events-backend",
-        "none",
-    ]);
-    c
-}
-
-fn berth(exe: &Path, w: &Path) -> Command {
-    let mut c = Command::new(exe);
-    c.env("BERTH_ROOT", w.join("berth-root"))
-        .env("BERTH_RUN_ROOT", w.join("berth-run"));
-    c
-}
-
-fn timed(mut c: Command, what: &str) -> Result<Duration> {
-    let t = Instant::now();
-    let out = c
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()?;
-    let took = t.elapsed();
-    if !out.status.success() {
-        bail!(
-            "{what} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(took)
-}
 
 /// (RSS, USS) in KiB of every process whose command line contains both
 /// `name` and `marker`.
@@ -91,12 +50,6 @@ fn avg(v: &[(u64, u64)]) -> (f64, f64) {
         v.iter().map(|x| x.0).sum::<u64>() as f64 / n,
         v.iter().map(|x| x.1).sum::<u64>() as f64 / n,
     )
-}
-
-fn stats(t: &[Duration]) -> (f64, f64) {
-    let mut v: Vec<f64> = t.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
-    v.sort_by(|a, b| a.total_cmp(b));
-    (v[0], v[v.len() / 2])
 }
 
 pub fn bench(exe: &Path, w: &Path, with_podman: bool) -> Result<()> {

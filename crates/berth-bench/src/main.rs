@@ -7,6 +7,7 @@ mod microvm;
 mod network;
 mod pull;
 mod runtime;
+mod util;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -14,20 +15,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use berth_fixtures::{busybox_image, Compression, Format, ImageSpec};
+use util::{have, stats};
 
 struct Contender {
     name: &'static str,
     cmd: Box<dyn Fn(usize) -> Command>,
     times: Vec<Duration>,
-}
-
-fn have(tool: &str) -> bool {
-    Command::new(tool)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 fn run_ok(c: &mut Command, what: &str) -> Result<()> {
@@ -42,12 +35,6 @@ fn run_ok(c: &mut Command, what: &str) -> Result<()> {
         );
     }
     Ok(())
-}
-
-fn stats(t: &[Duration]) -> (f64, f64) {
-    let mut v: Vec<f64> = t.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
-    v.sort_by(|a, b| a.total_cmp(b));
-    (v[0], v[v.len() / 2])
 }
 
 /// Runs in a private mount namespace without the cgroup2 mount of the hybrid

@@ -7,35 +7,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::util::{berth, timed};
 use anyhow::{bail, Context, Result};
 use berth_vm::qemu::Machine;
-
-fn berth(exe: &Path, w: &Path) -> Command {
-    let mut c = Command::new(exe);
-    c.env("BERTH_ROOT", w.join("berth-root"))
-        .env("BERTH_RUN_ROOT", w.join("berth-run"));
-    c
-}
-
-fn timed(mut c: Command, what: &str) -> Result<Duration> {
-    let t = Instant::now();
-    let out = c
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .with_context(|| format!("running {what}"))?;
-    let took = t.elapsed();
-    if !out.status.success() {
-        bail!(
-            "{what} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(took)
-}
 
 fn min_median(t: &mut [Duration]) -> (f64, f64) {
     t.sort();

@@ -10,49 +10,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::util::{berth, podman, timed};
 use anyhow::{bail, Context, Result};
-
-fn berth(exe: &Path, w: &Path) -> Command {
-    let mut c = Command::new(exe);
-    c.env("BERTH_ROOT", w.join("berth-root"))
-        .env("BERTH_RUN_ROOT", w.join("berth-run"));
-    c
-}
-
-fn podman(w: &Path) -> Command {
-    let mut c = Command::new("podman");
-    c.arg("--root")
-        .arg(w.join("podman-root"))
-        .arg("--runroot")
-        .arg(w.join("podman-run"))
-        .args([
-            "--storage-driver",
-            "overlay",
-            "--cgroup-manager",
-            "cgroupfs",
-            "--events-backend",
-            "none",
-        ]);
-    c
-}
-
-fn timed(mut c: Command, what: &str) -> Result<Duration> {
-    let t = Instant::now();
-    let out = c
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .with_context(|| format!("running {what}"))?;
-    let took = t.elapsed();
-    if !out.status.success() {
-        bail!(
-            "{what} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(took)
-}
 
 fn median_ms(t: &mut [Duration]) -> f64 {
     t.sort();

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::util::{have, stats};
 use anyhow::{bail, Context, Result};
 use berth_fixtures::{big_image, cached, ImageSpec};
 
@@ -85,21 +86,6 @@ fn fresh(dir: &Path) -> Result<()> {
     }
     nix::unistd::sync();
     Ok(())
-}
-
-fn have(tool: &str) -> bool {
-    Command::new(tool)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn stats(t: &[Duration]) -> (f64, f64) {
-    let mut v: Vec<f64> = t.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
-    v.sort_by(|a, b| a.total_cmp(b));
-    (v[0], v[v.len() / 2])
 }
 
 /// Runs the pull benchmark; `BENCH_PULL_ITERATIONS` rounds (default 5).

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::util::stats;
 use anyhow::{bail, Context, Result};
 
 /// Runs `c` with its stderr in a file: a pipe would stay open in the
@@ -63,12 +64,6 @@ impl Runtime {
         c.arg("--root").arg(&self.root);
         c
     }
-}
-
-fn stats(t: &[Duration]) -> (f64, f64) {
-    let mut v: Vec<f64> = t.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
-    v.sort_by(|a, b| a.total_cmp(b));
-    (v[0], v[v.len() / 2])
 }
 
 pub fn bench(exe_dir: &Path, w: &Path, iterations: usize) -> Result<()> {
