@@ -2,7 +2,7 @@
 //! commands it calls (`berth __start`, `berth __exited`), plus stop, kill,
 //! wait, pause, rename and prune.
 
-use std::io::{IoSlice, Write};
+use std::io::IoSlice;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -86,21 +86,12 @@ impl Engine {
 
     /// `berth __start ID`: run by the monitor. Starts the container with
     /// the monitor's pipes as stdout/stderr and sends the monitor its PID.
-    pub fn internal_start(&mut self, id: &str, notify: OwnedFd, ready: Option<OwnedFd>) -> i32 {
+    pub fn internal_start(&mut self, id: &str, notify: OwnedFd) -> i32 {
         let result = self.internal_start_inner(id, &notify);
         match result {
-            Ok(()) => {
-                if let Some(r) = ready {
-                    let _ = std::fs::File::from(r).write_all(b"ok\n");
-                }
-                0
-            }
+            Ok(()) => 0,
             Err(e) => {
                 let code = e.exit_code();
-                if let Some(r) = ready {
-                    let _ =
-                        std::fs::File::from(r).write_all(format!("err {code} {e}\n").as_bytes());
-                }
                 if let Ok(Some(row)) = self.db().container(id) {
                     let _ = self
                         .db()

@@ -260,8 +260,6 @@ pub struct InternalStartArgs {
     pub id: String,
     #[arg(long)]
     pub notify_fd: i32,
-    #[arg(long)]
-    pub ready_fd: Option<i32>,
 }
 
 #[derive(Args, Debug)]

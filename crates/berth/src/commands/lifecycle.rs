@@ -98,11 +98,7 @@ pub fn prune(engine: &mut Engine) -> Result<u8> {
 
 pub fn internal_start(engine: &mut Engine, a: &InternalStartArgs) -> Result<u8> {
     let notify = berth_engine::lifecycle::inherited_fd(a.notify_fd)?;
-    let ready = a
-        .ready_fd
-        .map(berth_engine::lifecycle::inherited_fd)
-        .transpose()?;
-    let code = engine.internal_start(&a.id, notify, ready);
+    let code = engine.internal_start(&a.id, notify);
     Ok(u8::try_from(code).unwrap_or(1))
 }
 

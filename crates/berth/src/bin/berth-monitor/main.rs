@@ -28,7 +28,6 @@ struct Args {
     max_size: u64,
     max_file: u32,
     tty: bool,
-    ready_fd: Option<RawFd>,
     /// The first life was started by the CLI before it exec'd us: the
     /// container's PID and the read ends of its output.
     first_pid: Option<i32>,
@@ -54,7 +53,6 @@ fn parse_args() -> Result<Args, String> {
         max_size: 0,
         max_file: 1,
         tty: false,
-        ready_fd: None,
         first_pid: None,
         out_fd: None,
         err_fd: None,
@@ -83,7 +81,6 @@ fn parse_args() -> Result<Args, String> {
             "--log" => a.log = v,
             "--log-max-size" => a.max_size = num()?,
             "--log-max-file" => a.max_file = num()?.max(1) as u32,
-            "--ready-fd" => a.ready_fd = Some(num()? as RawFd),
             "--pid" => a.first_pid = Some(num()? as i32),
             "--out-fd" => a.out_fd = Some(num()? as RawFd),
             "--err-fd" => a.err_fd = Some(num()? as RawFd),
@@ -126,21 +123,13 @@ fn berth(a: &Args) -> Command {
 
 /// One life of the container: start it, log it, wait for it. Returns the
 /// wait status, or None when it could not be started.
-fn one_life(
-    a: &Args,
-    log: &mut JsonLog,
-    attach: &mut Option<Attach>,
-    ready: Option<RawFd>,
-) -> Option<i32> {
+fn one_life(a: &Args, log: &mut JsonLog, attach: &mut Option<Attach>) -> Option<i32> {
     let (pid_sock, child_sock) = sys::socketpair().ok()?;
     let mut cmd = berth(a);
     cmd.arg("__start")
         .arg(&a.id)
         .arg("--notify-fd")
         .arg(child_sock.as_raw_fd().to_string());
-    if let Some(fd) = ready {
-        cmd.arg("--ready-fd").arg(fd.to_string());
-    }
     cmd.stdin(Stdio::null());
     let mut readers: Vec<(OwnedFd, Stream)> = Vec::new();
     if a.tty {
@@ -154,11 +143,6 @@ fn one_life(
     }
     let mut helper = cmd.spawn().ok()?;
     drop(child_sock);
-    // The helper reports readiness to the CLI; our copy must not keep the
-    // CLI waiting for the container's whole life.
-    if let Some(fd) = ready {
-        drop(sys::own(fd));
-    }
     // The helper sends the container's PID (and its pty master with -t).
     let msg = sys::recv_with_fd(&pid_sock);
     drop(cmd);
@@ -240,18 +224,8 @@ fn pump(
 fn run(a: &Args) -> i32 {
     let mut log = match JsonLog::open(&a.log, a.max_size, a.max_file) {
         Ok(l) => l,
-        Err(e) => {
-            if let Some(fd) = a.ready_fd {
-                sys::write_all(
-                    fd,
-                    format!("err 125 opening the log {}: {e}\n", a.log.to_string_lossy())
-                        .as_bytes(),
-                );
-            }
-            return 1;
-        }
+        Err(_) => return 1,
     };
-    let mut ready = a.ready_fd;
     let _socket = RemoveOnDrop(a.attach.clone());
     let mut attach = match a.attach_fd {
         Some(fd) => {
@@ -287,13 +261,11 @@ fn run(a: &Args) -> i32 {
     loop {
         let status = match first.take() {
             Some((pid, mut readers)) => pump(pid, &mut readers, &mut log, &mut attach),
-            None => match one_life(a, &mut log, &mut attach, ready) {
+            None => match one_life(a, &mut log, &mut attach) {
                 Some(s) => s,
                 None => return 1,
             },
         };
-        // Only the first start reports to the CLI that launched us.
-        ready = None;
         // Ask berth to record the exit, clean up and decide on a restart.
         let out = berth(a)
             .arg("__exited")
