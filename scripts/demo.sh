@@ -50,6 +50,7 @@ show berth stop -t 1 ticker
 show berth ps -a --format '{{.Names}}: {{.Status}}'
 show berth rm ticker
 source scripts/demo-net.sh
+source scripts/demo-vm.sh
 printf '\n\033[1mTiming: berth run --rm busybox /bin/true (5 runs)\033[0m\n'
 for i in 1 2 3 4 5; do
   s=$(date +%s%N); berth run --rm busybox /bin/true; e=$(date +%s%N)

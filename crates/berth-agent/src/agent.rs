@@ -258,6 +258,10 @@ impl Agent {
                 let stats = self.stats();
                 self.port.send(&Frame::json(Kind::Stats, f.chan, &stats));
             }
+            Kind::TopRequest => {
+                let top = self.top();
+                self.port.send(&Frame::json(Kind::Top, f.chan, &top));
+            }
             Kind::Shutdown => self.shutdown = true,
             // Agent-to-host kinds coming back are a broken host: ignore.
             _ => {}
@@ -293,6 +297,11 @@ impl Agent {
     fn start_container(&mut self, start: &proto::Start) -> Result<Session, (i32, String)> {
         self.mark("start");
         init::set_clock_and_seed(start.realtime_ns, &start.seed);
+        crate::net::configure(&start.interfaces).map_err(|e| (125, e.to_string()))?;
+        self.mark("network configured");
+        for v in &start.volumes {
+            init::mount_volume(v).map_err(|e| (125, e.to_string()))?;
+        }
         init::mount_rootfs(&start.image_fs).map_err(|e| (125, e.to_string()))?;
         self.mark("rootfs mounted");
         for f in &start.files {
@@ -427,6 +436,22 @@ impl Agent {
                 .filter(|l| *l < mem_total)
                 .unwrap_or(mem_total),
             pids: u.pids,
+        }
+    }
+
+    /// The container's processes (those of its cgroup: exec'd ones too).
+    fn top(&self) -> proto::Top {
+        let Some(cg) = self.container.as_ref().and_then(|c| c.cgroup.as_ref()) else {
+            return proto::Top::default();
+        };
+        let boot = berth_sandbox::procfs::boot_time();
+        let mut pids = cg.pids();
+        pids.sort_unstable();
+        proto::Top {
+            processes: pids
+                .into_iter()
+                .filter_map(|p| berth_sandbox::procfs::proc_info(p, boot))
+                .collect(),
         }
     }
 

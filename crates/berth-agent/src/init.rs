@@ -294,8 +294,26 @@ pub fn mount_rootfs(image_fs: &str) -> Result<(), AgentError> {
     )
 }
 
+/// Mounts a host directory the host serves with virtiofsd (`-v`).
+pub fn mount_volume(v: &berth_vm::proto::GuestVolume) -> Result<(), AgentError> {
+    if !v.path.starts_with("/run/berth/volumes/") || v.path.contains("..") {
+        return Err(AgentError::Setup(format!("bad volume path {}", v.path)));
+    }
+    let flags = if v.read_only {
+        MsFlags::MS_RDONLY
+    } else {
+        MsFlags::empty()
+    };
+    mount_fs(&v.tag, &v.path, "virtiofs", flags, None)
+}
+
 /// Unmounts the container's filesystems (so the writable disk is clean).
 pub fn unmount_rootfs() {
+    if let Ok(rd) = std::fs::read_dir("/run/berth/volumes") {
+        for e in rd.flatten() {
+            let _ = nix::mount::umount2(&e.path(), nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
     for m in [ROOTFS, "/run/berth/rw", "/run/berth/image"] {
         let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
     }

@@ -17,6 +17,7 @@
 
 mod agent;
 mod init;
+mod net;
 mod session;
 
 /// One line each; the agent prints them on the console.

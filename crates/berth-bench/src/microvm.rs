@@ -57,6 +57,8 @@ impl Floor {
             confine: None,
             qmp: None,
             incoming_fd: None,
+            nics: Vec::new(),
+            shares: Vec::new(),
         };
         m.command()
     }

@@ -7,7 +7,7 @@
 use std::ffi::CString;
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 use crate::containers::{cgroups_path, pid_start_time};
@@ -27,6 +27,10 @@ struct Launch {
     interactive: bool,
     monitor: CString,
     argv: Vec<CString>,
+    /// The monitor's environment: PATH and berth's own settings, which
+    /// its restarts (`berth __start`, `berth __vm`) need as the first
+    /// life had them.
+    env: Vec<CString>,
     /// Bound before the monitor starts, so `attach` can connect as soon as
     /// `run -d` returns.
     attach_socket: PathBuf,
@@ -93,6 +97,7 @@ impl Engine {
             interactive: cfg.interactive,
             monitor: cstr(&monitor),
             argv,
+            env: monitor_env(),
             attach_socket: socket,
             vmm: if crate::vm::is_vm(&cfg) {
                 Some(self.vmm_command(&row.id)?)
@@ -268,8 +273,7 @@ fn become_monitor(l: &Launch, res: &OwnedFd) -> i32 {
     }
     write_all(res, &format!("pid {}\n", started.pid.as_raw()));
     let argv_refs: Vec<&std::ffi::CStr> = argv.iter().map(|a| a.as_c_str()).collect();
-    let env: Vec<CString> = Vec::new();
-    let env_refs: Vec<&std::ffi::CStr> = env.iter().map(|a| a.as_c_str()).collect();
+    let env_refs: Vec<&std::ffi::CStr> = l.env.iter().map(|a| a.as_c_str()).collect();
     let err = berth_sandbox::sys::execve(&l.monitor, &argv_refs, &env_refs);
     // The container runs but nobody watches it: stop it.
     let _ = nix::sys::signal::kill(started.pid, nix::sys::signal::SIGKILL);
@@ -294,4 +298,17 @@ fn listen(path: &Path) -> Option<OwnedFd> {
     let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
     l.set_nonblocking(true).ok()?;
     Some(l.into())
+}
+
+/// PATH and every `BERTH_*` variable of ours, for the monitor.
+fn monitor_env() -> Vec<CString> {
+    std::env::vars_os()
+        .filter(|(k, _)| k == "PATH" || k.as_bytes().starts_with(b"BERTH_"))
+        .filter_map(|(k, v)| {
+            let mut kv = k.into_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            CString::new(kv).ok()
+        })
+        .collect()
 }

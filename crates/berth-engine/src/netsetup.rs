@@ -244,14 +244,17 @@ impl Engine {
         }
         let mut host = Netlink::open()?;
         let mut ns = netns::create(path)?;
+        let vm = crate::vm::is_vm(cfg);
         for (i, ((ep, net), bridge)) in eps.iter().zip(bridges).enumerate() {
-            attach::attach(
-                &mut host,
-                &mut ns,
-                bridge,
-                &endpoint(&row.id, ep, net, i == 0),
-                i == 0,
-            )?;
+            let mut e = endpoint(&row.id, ep, net, i == 0);
+            if vm {
+                // The guest holds the address; the namespace only carries
+                // its frames between the bridge and the VMM's TAP device.
+                e.mac = ipam::plumbing_mac_for(ep.ip);
+                attach::attach_guest(&mut host, &mut ns, bridge, &e, ep.position)?;
+            } else {
+                attach::attach(&mut host, &mut ns, bridge, &e, i == 0)?;
+            }
         }
         self.publish(row, cfg, eps[0].0.ip)?;
         for (_, net) in eps {
@@ -383,8 +386,14 @@ impl Engine {
                 "network-scoped aliases are only supported for user-defined networks".into(),
             ));
         }
-        let ep = netdb::lease(self.db().conn(), &net, &row.id, aliases)?;
         let path = self.netns_path(&row.id);
+        if crate::vm::is_vm(&cfg) && netns::is_mounted(&path) {
+            return Err(EngineError::Invalid(format!(
+                "container {} is a running VM: connect it to {} while it is stopped (its guest gets the interface at the next start)",
+                row.name, net.name
+            )));
+        }
+        let ep = netdb::lease(self.db().conn(), &net, &row.id, aliases)?;
         if netns::is_mounted(&path) {
             let attached = (|| -> Result<(), EngineError> {
                 let bridge = self.bridge_up(&net)?;
@@ -421,6 +430,12 @@ impl Engine {
                 ))
             })?;
         if netns::is_mounted(&self.netns_path(&row.id)) {
+            if crate::vm::is_vm(&Self::config_of(&row)) {
+                return Err(EngineError::Invalid(format!(
+                    "container {} is a running VM: disconnect it from {} while it is stopped",
+                    row.name, net.name
+                )));
+            }
             attach::detach(&mut Netlink::open()?, &host_ifname(&row.id, ep.position))?;
         }
         netdb::delete_endpoint(self.db().conn(), &row.id, &net.name)?;

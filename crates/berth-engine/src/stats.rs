@@ -27,65 +27,33 @@ pub struct Sample {
     pub host_memory: u64,
 }
 
-fn clock_ticks() -> u64 {
-    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .map(|t| t as u64)
-        .unwrap_or(100)
-}
-
-fn process(pid: i32, boot: i64) -> Option<Process> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let close = stat.rfind(')')?;
-    let f: Vec<&str> = stat[close + 2..].split(' ').collect();
-    let ppid = f.get(1)?.parse().ok()?;
-    let tty_nr: u64 = f.get(4)?.parse().ok()?;
-    let cpu = (f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?) / clock_ticks();
-    let start = boot + (f.get(19)?.parse::<u64>().ok()? / clock_ticks()) as i64;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let uid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap_or("?")
-        .to_string();
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let cmd = if cmdline.is_empty() {
-        format!("[{}]", &stat[stat.find('(')? + 1..close])
-    } else {
-        String::from_utf8_lossy(&cmdline)
-            .trim_end_matches('\0')
-            .replace('\0', " ")
-    };
-    let t = crate::containers::rfc3339(start);
-    Some(Process {
-        uid,
-        pid,
-        ppid,
+/// A process as `top` shows it (uid as the number, as `ps -ef` does when
+/// names are not known).
+pub(crate) fn to_process(p: berth_sandbox::procfs::ProcInfo) -> Process {
+    let t = crate::containers::rfc3339(p.start);
+    Process {
+        uid: p.uid.to_string(),
+        pid: p.pid,
+        ppid: p.ppid,
         stime: t[11..16].to_string(),
-        tty: if tty_nr == 0 {
+        tty: if p.tty_nr == 0 {
             "?".into()
         } else {
-            format!("pts/{}", tty_nr & 0xff)
+            format!("pts/{}", p.tty_nr & 0xff)
         },
-        time: format!("{:02}:{:02}:{:02}", cpu / 3600, cpu % 3600 / 60, cpu % 60),
-        cmd,
-    })
-}
-
-fn boot_time() -> i64 {
-    std::fs::read_to_string("/proc/stat")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("btime ").and_then(|v| v.trim().parse().ok()))
-        })
-        .unwrap_or(0)
+        time: format!(
+            "{:02}:{:02}:{:02}",
+            p.cpu_secs / 3600,
+            p.cpu_secs % 3600 / 60,
+            p.cpu_secs % 60
+        ),
+        cmd: p.cmd,
+    }
 }
 
 impl Engine {
-    /// The container's processes (host PIDs), from its cgroup.
+    /// The container's processes: host PIDs from its cgroup, or for a VM
+    /// the guest's, from its agent.
     pub fn top(&mut self, key: &str) -> Result<Vec<Process>, EngineError> {
         let row = self.find(key)?;
         if !matches!(row.state.as_str(), "running" | "paused") {
@@ -94,12 +62,19 @@ impl Engine {
                 row.name
             )));
         }
+        if let Some(procs) = crate::vm::top(&self.run_root, &row) {
+            return Ok(procs?.into_iter().map(to_process).collect());
+        }
         let layout = berth_sandbox::Layout::detect()?;
         let cg = berth_sandbox::Cgroup::at(&layout, Path::new(&cgroups_path(&row.id)));
-        let boot = boot_time();
+        let boot = berth_sandbox::procfs::boot_time();
         let mut pids = cg.pids();
         pids.sort_unstable();
-        Ok(pids.into_iter().filter_map(|p| process(p, boot)).collect())
+        Ok(pids
+            .into_iter()
+            .filter_map(|p| berth_sandbox::procfs::proc_info(p, boot))
+            .map(to_process)
+            .collect())
     }
 
     /// Usage of the named containers, or of every running one.

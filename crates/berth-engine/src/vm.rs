@@ -115,9 +115,6 @@ pub(crate) fn resolve(cfg: &mut ContainerConfig, img: &ImageRow) -> Result<(), E
     }
     if is_vm(cfg) {
         preflight(cfg)?;
-        // A guest has no network device yet: loopback only, which is what
-        // `--network none` means.
-        cfg.network.mode = "none".into();
     }
     Ok(())
 }
@@ -131,22 +128,16 @@ fn preflight(cfg: &ContainerConfig) -> Result<(), EngineError> {
             berth_vm::MIN_MEMORY_MIB
         )));
     }
-    if !cfg.volumes.is_empty() {
-        return Err(EngineError::Invalid(
-            "volumes (-v) are not supported with --isolation vm yet".into(),
-        ));
+    if cfg.volumes.iter().any(|v| Path::new(&v.source).is_dir()) {
+        berth_vm::virtiofs::binary().map_err(vm_err)?;
     }
-    let net = &cfg.network;
-    if !net.publish.is_empty() || net.publish_all {
-        return Err(EngineError::Invalid(
-            "published ports (-p, -P) are not supported with --isolation vm yet".into(),
-        ));
-    }
-    if !matches!(net.mode.as_str(), "" | "default" | "bridge" | "none") {
-        return Err(EngineError::Invalid(format!(
-            "--network {} is not supported with --isolation vm yet (a VM has loopback only)",
-            net.mode
-        )));
+    match cfg.network.mode() {
+        crate::network::Mode::Host => {
+            return Err(EngineError::Invalid(
+                "--network host is not possible with --isolation vm: a VM has its own kernel and network stack".into(),
+            ))
+        }
+        crate::network::Mode::None | crate::network::Mode::Network(_) => {}
     }
     berth_vm::assets::Kernel::find(&berth_vm::assets::vm_dir()).map_err(vm_err)?;
     berth_vm::assets::find_agent().map_err(vm_err)?;
@@ -354,6 +345,29 @@ pub(crate) fn usage(run_root: &Path, row: &ContainerRow) -> Option<berth_sandbox
             memory_limit: Some(s.memory_limit),
             pids: s.pids,
         }),
+    )
+}
+
+/// A VM's processes from inside its guest; `None` for containers.
+pub(crate) fn top(
+    run_root: &Path,
+    row: &ContainerRow,
+) -> Option<Result<Vec<berth_sandbox::procfs::ProcInfo>, EngineError>> {
+    let cfg: ContainerConfig = serde_json::from_str(&row.config).ok()?;
+    if !is_vm(&cfg) {
+        return None;
+    }
+    if row.state == "paused" {
+        return Some(Err(EngineError::Invalid(format!(
+            "container {} is a paused VM: its guest cannot answer until it is unpaused",
+            row.name
+        ))));
+    }
+    let sock = run_dir(run_root, &row.id).join("api.sock");
+    Some(
+        berth_vm::client::top(&sock)
+            .map(|t| t.processes)
+            .map_err(|e| EngineError::Invalid(e.to_string())),
     )
 }
 

@@ -44,8 +44,8 @@ impl Engine {
         // Our own session: terminal signals are the workload's to get (we
         // forward what we are sent), and a pty on our stdin is ours.
         let _ = nix::unistd::setsid();
-        // The monitor runs us with an empty environment; QEMU and the mkfs
-        // tools are found through PATH.
+        // QEMU and the mkfs tools are found through PATH, which a monitor
+        // started by an older berth did not pass on.
         if std::env::var_os("PATH").is_none() {
             std::env::set_var(
                 "PATH",
@@ -141,8 +141,21 @@ impl Engine {
         let vmm_id = vmm_uid(id);
         set_owner(&rw_disk, vmm_id)?;
 
+        let (nics, interfaces) = self.guest_network(id)?;
         let host_spec = self.load_spec(id)?;
-        let (spec, files) = guest_spec(&host_spec, &cfg)?;
+        let GuestSpec {
+            spec,
+            files,
+            volumes,
+        } = guest_spec(&host_spec, &cfg, !interfaces.is_empty())?;
+        if !volumes.is_empty() {
+            berth_vm::virtiofs::binary().map_err(vm_err)?;
+        }
+        let shares = volumes
+            .iter()
+            .enumerate()
+            .map(|(i, (share, _))| (share.clone(), rdir.join(format!("fs{i}.sock"))))
+            .collect();
         // Compiled here: libseccomp in an emulated guest takes 100-200 ms.
         let seccomp_cache = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
             Some(s) => {
@@ -171,6 +184,8 @@ impl Engine {
                 image_disk,
                 rw_disk,
                 confine: Some((vmm_id, vmm_id)),
+                nics,
+                shares,
             },
             run_dir: rdir,
             console_log: dir.join("console.log"),
@@ -182,6 +197,8 @@ impl Engine {
                 seccomp_cache,
                 realtime_ns: 0,
                 seed: Vec::new(),
+                interfaces,
+                volumes: volumes.into_iter().map(|(_, v)| v).collect(),
             },
             tty: cfg.tty,
             boot_timeout: boot_timeout(accel.accel()),
@@ -189,6 +206,44 @@ impl Engine {
             // Extra kernel arguments (debugging, tests) mean a fresh boot.
             snapshots: restore.then(|| vm_dir.clone()),
         })
+    }
+}
+
+impl Engine {
+    /// The VM's network cards: a TAP device on each network's bridge in
+    /// the namespace `network_up` wired, and what the guest configures on
+    /// the card. None for `--network none`.
+    fn guest_network(
+        &mut self,
+        id: &str,
+    ) -> Result<(Vec<OwnedFd>, Vec<berth_vm::proto::Interface>), EngineError> {
+        let path = self.netns_path(id);
+        if !berth_net::netns::is_mounted(&path) {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let eps = crate::netdb::endpoints_of(self.db().conn(), id)?;
+        let mut interfaces = Vec::with_capacity(eps.len());
+        for (card, ep) in eps.iter().enumerate() {
+            let net = crate::netdb::network(self.db().conn(), &ep.network)?.ok_or_else(|| {
+                EngineError::Invalid(format!("network {} of the container is gone", ep.network))
+            })?;
+            interfaces.push(berth_vm::proto::Interface {
+                card,
+                name: format!("eth{}", ep.position),
+                mac: berth_net::ipam::mac_for(ep.ip),
+                address: ep.ip,
+                prefix: net.subnet.prefix,
+                gateway: (card == 0).then_some(net.gateway),
+            });
+        }
+        let positions: Vec<u32> = eps.iter().map(|e| e.position).collect();
+        let nics = berth_net::netns::run_in(&path, || {
+            positions
+                .iter()
+                .map(|p| berth_net::attach::guest_tap(*p))
+                .collect::<Result<Vec<_>, _>>()
+        })??;
+        Ok((nics, interfaces))
     }
 }
 
@@ -215,17 +270,29 @@ fn set_owner(path: &Path, id: u32) -> Result<(), EngineError> {
     ))
 }
 
+/// What the guest gets for a container: its spec, files to write, and
+/// host directories to mount.
+pub(crate) struct GuestSpec {
+    pub spec: oci_spec::runtime::Spec,
+    pub files: Vec<GuestFile>,
+    pub volumes: Vec<(berth_vm::virtiofs::Share, berth_vm::proto::GuestVolume)>,
+}
+
 /// The guest's spec: the bundle's, with the root at the guest's overlay,
 /// bind-mounted host files (hosts, hostname, resolv.conf) shipped as file
-/// contents, the guest's own resources, and nothing that names host paths.
+/// contents, bind-mounted host directories served by virtiofs and mounted
+/// by the agent under /run/berth/volumes, the guest's own resources, and
+/// nothing that names host paths.
 pub(crate) fn guest_spec(
     host: &oci_spec::runtime::Spec,
     cfg: &ContainerConfig,
-) -> Result<(oci_spec::runtime::Spec, Vec<GuestFile>), EngineError> {
+    networked: bool,
+) -> Result<GuestSpec, EngineError> {
     let bad = |e: serde_json::Error| EngineError::Invalid(format!("the guest's spec: {e}"));
     let mut v = serde_json::to_value(host).map_err(bad)?;
     v["root"]["path"] = json!(berth_vm::GUEST_ROOTFS);
     let mut files = Vec::new();
+    let mut volumes = Vec::new();
     if let Some(mounts) = v["mounts"].as_array_mut() {
         for (i, m) in mounts.iter_mut().enumerate() {
             if m["type"] != "bind" {
@@ -234,9 +301,31 @@ pub(crate) fn guest_spec(
             let src = m["source"].as_str().unwrap_or("").to_string();
             let md = std::fs::metadata(&src)
                 .map_err(crate::io_err(format!("bind mount source {src}")))?;
+            if md.is_dir() {
+                let n = volumes.len();
+                let read_only = m["options"]
+                    .as_array()
+                    .is_some_and(|o| o.iter().any(|x| x == "ro"));
+                let guest = format!("/run/berth/volumes/{n}");
+                let tag = format!("berthvol{n}");
+                volumes.push((
+                    berth_vm::virtiofs::Share {
+                        tag: tag.clone(),
+                        source: src.into(),
+                        read_only,
+                    },
+                    berth_vm::proto::GuestVolume {
+                        tag,
+                        path: guest.clone(),
+                        read_only,
+                    },
+                ));
+                m["source"] = json!(guest);
+                continue;
+            }
             if !md.is_file() {
                 return Err(EngineError::Invalid(format!(
-                    "bind-mounting the host directory {src} is not supported with --isolation vm"
+                    "bind-mounting {src} (neither a file nor a directory) is not supported with --isolation vm"
                 )));
             }
             let bytes = std::fs::read(&src).map_err(crate::io_err(format!("reading {src}")))?;
@@ -267,8 +356,13 @@ pub(crate) fn guest_spec(
             }
         }
     }
-    // Namespaces the host prepared (by path) do not exist in the guest.
+    // Namespaces the host prepared (by path) do not exist in the guest. A
+    // networked workload shares the guest's network namespace, where the
+    // agent configured the cards; the VM is its boundary.
     if let Some(nss) = linux["namespaces"].as_array_mut() {
+        if networked {
+            nss.retain(|ns| ns["type"] != "network");
+        }
         for ns in nss.iter_mut() {
             if let Some(o) = ns.as_object_mut() {
                 o.remove("path");
@@ -279,7 +373,11 @@ pub(crate) fn guest_spec(
         o.remove("hooks");
     }
     let spec = serde_json::from_value(v).map_err(bad)?;
-    Ok((spec, files))
+    Ok(GuestSpec {
+        spec,
+        files,
+        volumes,
+    })
 }
 
 #[cfg(test)]
@@ -297,7 +395,8 @@ mod tests {
             "root": {"path": "/var/lib/berth/containers/x/rootfs"},
             "mounts": [
                 {"destination": "/proc", "type": "proc", "source": "proc"},
-                {"destination": "/etc/hosts", "type": "bind", "source": hosts, "options": ["rbind"]}
+                {"destination": "/etc/hosts", "type": "bind", "source": hosts, "options": ["rbind"]},
+                {"destination": "/data", "type": "bind", "source": d.path(), "options": ["rbind", "ro"]}
             ],
             "hooks": {"prestart": [{"path": "/bin/true"}]},
             "linux": {
@@ -310,7 +409,11 @@ mod tests {
             pids_limit: Some(50),
             ..Default::default()
         };
-        let (g, files) = guest_spec(&host, &cfg).unwrap();
+        let GuestSpec {
+            spec: g,
+            files,
+            volumes,
+        } = guest_spec(&host, &cfg, false).unwrap();
         let text = serde_json::to_string(&g).unwrap();
         assert!(!text.contains(d.path().to_str().unwrap()), "{text}");
         assert!(
@@ -322,9 +425,21 @@ mod tests {
             Some(berth_vm::GUEST_ROOTFS)
         );
         assert_eq!(files.len(), 1);
+        assert_eq!(volumes.len(), 1);
+        assert_eq!(volumes[0].0.source, d.path());
+        assert!(volumes[0].0.read_only && volumes[0].1.read_only);
+        assert_eq!(volumes[0].1.path, "/run/berth/volumes/0");
+        assert_eq!(volumes[0].0.tag, volumes[0].1.tag);
         assert_eq!(files[0].contents, "127.0.0.1 localhost\n");
         let r = g.linux().as_ref().unwrap().resources().as_ref().unwrap();
         assert!(r.memory().is_none() && r.cpu().is_none());
         assert_eq!(r.pids().as_ref().unwrap().limit(), 50);
+        let kinds = |g: &oci_spec::runtime::Spec| -> Vec<String> {
+            let nss = g.linux().as_ref().unwrap().namespaces().clone().unwrap();
+            nss.iter().map(|n| format!("{:?}", n.typ())).collect()
+        };
+        assert_eq!(kinds(&g), ["Network", "Pid"], "loopback only");
+        let g = guest_spec(&host, &cfg, true).unwrap().spec;
+        assert_eq!(kinds(&g), ["Pid"], "the guest's cards are the workload's");
     }
 }

@@ -1,6 +1,7 @@
 //! Bridges and container interfaces, from netlink, sysctls and nft.
 
 use std::net::Ipv4Addr;
+use std::os::fd::OwnedFd;
 
 use crate::ipam::Subnet;
 use crate::netlink::Netlink;
@@ -76,6 +77,21 @@ pub struct Endpoint {
     pub gateway: Option<Ipv4Addr>,
 }
 
+fn create_pair(host: &mut Netlink, ns: &Handle, bridge_index: i32, ep: &Endpoint) -> Result<()> {
+    let created = host.create_veth(&ep.host_if, bridge_index, &ep.ifname, &ns.fd, ep.mac);
+    match created {
+        // The pair of this container's previous run, whose namespace the
+        // kernel has not finished destroying: remove it now.
+        Err(crate::NetError::Netlink { source, .. })
+            if source.raw_os_error() == Some(libc::EEXIST) =>
+        {
+            host.delete_link(&ep.host_if)?;
+            host.create_veth(&ep.host_if, bridge_index, &ep.ifname, &ns.fd, ep.mac)
+        }
+        r => r,
+    }
+}
+
 /// Creates the veth pair, moves its inner end into the container's
 /// namespace and gives it its address (and the default route). `fresh`:
 /// the namespace is new, so bring its loopback up too.
@@ -86,18 +102,7 @@ pub fn attach(
     ep: &Endpoint,
     fresh: bool,
 ) -> Result<()> {
-    let created = host.create_veth(&ep.host_if, bridge_index, &ep.ifname, &ns.fd, ep.mac);
-    match created {
-        // The pair of this container's previous run, whose namespace the
-        // kernel has not finished destroying: remove it now.
-        Err(crate::NetError::Netlink { source, .. })
-            if source.raw_os_error() == Some(libc::EEXIST) =>
-        {
-            host.delete_link(&ep.host_if)?;
-            host.create_veth(&ep.host_if, bridge_index, &ep.ifname, &ns.fd, ep.mac)?;
-        }
-        r => r?,
-    }
+    create_pair(host, ns, bridge_index, ep)?;
     let configured = (|| {
         let link = ns
             .nl
@@ -113,6 +118,65 @@ pub fn attach(
         let _ = host.delete_link(&ep.host_if);
     }
     configured
+}
+
+/// A microVM's interface: the guest holds the address, so the namespace
+/// is only plumbing. The veth pair's inner end (`ep.ifname`, with `ep.mac`,
+/// which must differ from the guest's) goes onto a bridge of its own in
+/// the namespace, where [`guest_tap`] later adds the VMM's TAP device; the
+/// namespace gets no address, so it never answers for the guest.
+pub fn attach_guest(
+    host: &mut Netlink,
+    ns: &mut Handle,
+    bridge_index: i32,
+    ep: &Endpoint,
+    position: u32,
+) -> Result<()> {
+    create_pair(host, ns, bridge_index, ep)?;
+    let wired = (|| {
+        let link = ns
+            .nl
+            .link(&ep.ifname)?
+            .ok_or_else(|| crate::NetError::Netlink {
+                what: format!("{} vanished from the container's namespace", ep.ifname),
+                source: std::io::Error::from_raw_os_error(libc::ENODEV),
+            })?;
+        let br = ns.nl.create_plain_bridge(&guest_bridge(position))?;
+        ns.nl.set_master(link.index, br)
+    })();
+    if wired.is_err() {
+        let _ = host.delete_link(&ep.host_if);
+    }
+    wired
+}
+
+/// The bridge in a microVM's namespace for its `position`-th network.
+pub fn guest_bridge(position: u32) -> String {
+    format!("br{position}")
+}
+
+/// In the calling thread's namespace (a microVM's, wired by
+/// [`attach_guest`]): a TAP device on the `position`-th network's bridge.
+/// The device goes away when the returned descriptor (and every copy of
+/// it, QEMU's included) is closed.
+pub fn guest_tap(position: u32) -> Result<OwnedFd> {
+    let name = format!("tap{position}");
+    let fd = crate::tap::open(&name)?;
+    let mut nl = Netlink::open()?;
+    let missing = |what: String| crate::NetError::Netlink {
+        what,
+        source: std::io::Error::from_raw_os_error(libc::ENODEV),
+    };
+    let tap = nl
+        .link(&name)?
+        .ok_or_else(|| missing(format!("{name} vanished after creation")))?;
+    let br = nl.link(&guest_bridge(position))?.ok_or_else(|| {
+        missing(format!(
+            "no bridge for network {position} in the VM's namespace"
+        ))
+    })?;
+    nl.set_master(tap.index, br.index)?;
+    Ok(fd)
 }
 
 /// Removes a container's interface (both ends of the pair) now. Usually

@@ -114,6 +114,13 @@ pub fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
     [0x02, 0x42, o[0], o[1], o[2], o[3]]
 }
 
+/// The MAC of a microVM's veth end in its plumbing namespace: not the
+/// guest's ([`mac_for`]), which a bridge would otherwise take for its own.
+pub fn plumbing_mac_for(ip: Ipv4Addr) -> [u8; 6] {
+    let o = ip.octets();
+    [0x02, 0x43, o[0], o[1], o[2], o[3]]
+}
+
 pub fn mac_string(mac: [u8; 6]) -> String {
     mac.iter()
         .map(|b| format!("{b:02x}"))

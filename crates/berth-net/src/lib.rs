@@ -8,6 +8,7 @@
 //! - [`ports`]: `-p` parsing and port ranges.
 //! - [`nft`]: berth's own nftables table (`ip berth`): masquerade for its
 //!   subnets, DNAT maps for published ports; never touches other tables.
+//! - [`tap`]: TAP devices whose descriptors QEMU gets.
 //! - [`attach`]: bridges and container interfaces, built from the above.
 //! - [`dns`]: the per-network name responder (`berth-dns`).
 
@@ -18,6 +19,7 @@ pub mod netlink;
 pub mod netns;
 pub mod nft;
 pub mod ports;
+pub mod tap;
 
 /// Errors are one line each and name what failed.
 #[derive(thiserror::Error, Debug)]

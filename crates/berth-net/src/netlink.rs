@@ -59,6 +59,8 @@ pub struct Link {
     /// Index of the bridge this link is enslaved to (0: none).
     pub master: i32,
     pub up: bool,
+    /// The hardware address, for Ethernet links.
+    pub mac: Option<[u8; 6]>,
 }
 
 /// One netlink message under construction.
@@ -330,6 +332,13 @@ impl Netlink {
 
     /// Creates an up bridge with `addr/prefix`.
     pub fn create_bridge(&mut self, name: &str, addr: Ipv4Addr, prefix: u8) -> Result<i32> {
+        let index = self.create_plain_bridge(name)?;
+        self.add_address(index, addr, prefix)?;
+        Ok(index)
+    }
+
+    /// Creates an up bridge without an address: a switch between ports.
+    pub fn create_plain_bridge(&mut self, name: &str) -> Result<i32> {
         let mut m = Msg::new(RTM_NEWLINK, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL)
             .ifinfo(0, IFF_UP, IFF_UP)
             .attr(IFLA_IFNAME, &cstr(name));
@@ -341,8 +350,25 @@ impl Netlink {
             what: format!("bridge {name} vanished after creation"),
             source: std::io::Error::from_raw_os_error(libc::ENODEV),
         })?;
-        self.add_address(link.index, addr, prefix)?;
         Ok(link.index)
+    }
+
+    /// Enslaves link `index` to the bridge `master` and sets it up.
+    pub fn set_master(&mut self, index: i32, master: i32) -> Result<()> {
+        let m = Msg::new(RTM_NEWLINK, NLM_F_ACK)
+            .ifinfo(index, IFF_UP, IFF_UP)
+            .attr(IFLA_MASTER, &(master as u32).to_ne_bytes());
+        self.transact("adding a port to a bridge", vec![m], &[])
+    }
+
+    /// Renames link `index` and sets its hardware address (it must be
+    /// down, as a new link is).
+    pub fn rename(&mut self, index: i32, name: &str, mac: [u8; 6]) -> Result<()> {
+        let m = Msg::new(RTM_NEWLINK, NLM_F_ACK)
+            .ifinfo(index, 0, 0)
+            .attr(IFLA_IFNAME, &cstr(name))
+            .attr(IFLA_ADDRESS, &mac);
+        self.transact(&format!("naming link {index} {name}"), vec![m], &[])
     }
 
     /// Creates a veth pair: `host` (up, enslaved to `master`) here and
@@ -457,6 +483,7 @@ fn parse_link(b: &[u8]) -> Option<Link> {
         name: String::new(),
         master: 0,
         up: flags & IFF_UP != 0,
+        mac: None,
     };
     for (t, v) in attrs(b, 16) {
         match t {
@@ -465,6 +492,9 @@ fn parse_link(b: &[u8]) -> Option<Link> {
                     String::from_utf8_lossy(v.split(|c| *c == 0).next().unwrap_or(v)).into_owned()
             }
             IFLA_MASTER if v.len() == 4 => link.master = u32_at(v, 0) as i32,
+            IFLA_ADDRESS if v.len() == 6 => {
+                link.mac = Some([v[0], v[1], v[2], v[3], v[4], v[5]]);
+            }
             _ => {}
         }
     }

@@ -12,6 +12,7 @@ pub mod hooks;
 pub mod mount_extra;
 pub mod mounts;
 pub mod process;
+pub mod procfs;
 pub mod safepath;
 pub mod seccomp;
 pub mod spawn;

@@ -135,6 +135,8 @@ fn probe(kernel: &Kernel, floor_initrd: &Path, tsc_khz: u64) -> (Accel, String) 
         confine: None,
         qmp: None,
         incoming_fd: None,
+        nics: Vec::new(),
+        shares: Vec::new(),
     };
     let deadline = probe_deadline();
     let start = Instant::now();

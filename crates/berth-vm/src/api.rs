@@ -81,6 +81,7 @@ impl Api {
                         | Kind::Signal
                         | Kind::Resize
                         | Kind::StatsRequest
+                        | Kind::TopRequest
                 )
             })
             .map(|mut f| {

@@ -14,6 +14,8 @@ pub const GUEST_MODULES: &[&str] = &[
     "virtio_mmio",
     "virtio_blk",
     "virtio_console",
+    "virtio_net",
+    "virtiofs",
     "erofs",
     "overlay",
 ];

@@ -65,6 +65,19 @@ pub fn stats(sock: &Path) -> Result<proto::Stats, VmError> {
     }
 }
 
+/// The container's processes, as the guest sees them.
+pub fn top(sock: &Path) -> Result<proto::Top, VmError> {
+    let mut conn = connect(sock)?;
+    conn.send(&Frame::new(Kind::TopRequest, 0, Vec::new()));
+    loop {
+        for f in wait_frames(&mut conn, Duration::from_secs(5))? {
+            if f.kind == Kind::Top {
+                return Ok(f.parse()?);
+            }
+        }
+    }
+}
+
 /// Runs `req` in the VM's container with our stdio, forwarding signals and
 /// (with `tty`) the window size, until it ends.
 pub fn exec(sock: &Path, req: &proto::Exec, tty: bool) -> Result<ExecEnd, VmError> {

@@ -9,6 +9,7 @@
 //! - [`qemu`]: the QEMU command line.
 //! - [`vmm`]: the host process of one VM (`berth __vm`): QEMU, the agent
 //!   channel, stdio, signals, and the socket `exec`/`stats` use.
+//! - [`virtiofs`]: host directories (`-v`) served to the guest.
 //! - [`proto`], [`conn`]: the framed protocol and its non-blocking transport.
 
 pub mod accel;
@@ -20,6 +21,7 @@ pub mod proto;
 pub mod qemu;
 pub mod qmp;
 pub mod snapshot;
+pub mod virtiofs;
 pub mod vmm;
 
 mod api;
@@ -42,6 +44,13 @@ pub const IMAGE_DISK_SERIAL: &str = "berth-image";
 pub const RW_DISK_SERIAL: &str = "berth-rw";
 /// Where the agent mounts the container's root (image + writable layer).
 pub const GUEST_ROOTFS: &str = "/run/berth/rootfs";
+
+/// The MAC the `index`-th network card has on QEMU's command line, the
+/// same when booting and when restoring a snapshot: the agent finds the
+/// card by it and gives it the container's own address.
+pub fn nic_placeholder_mac(index: usize) -> [u8; 6] {
+    [0x52, 0x54, 0x00, 0xbe, (index >> 8) as u8, index as u8]
+}
 
 /// Errors are one line each and say what to do where there is something.
 #[derive(thiserror::Error, Debug)]

@@ -58,6 +58,7 @@ kinds! {
     Exited = 5,
     Failed = 6,
     Stats = 7,
+    Top = 8,
     // host → agent
     Start = 20,
     Stdin = 21,
@@ -67,6 +68,7 @@ kinds! {
     Exec = 25,
     StatsRequest = 26,
     Shutdown = 27,
+    TopRequest = 28,
 }
 
 /// One message.
@@ -206,6 +208,38 @@ pub struct Start {
     /// Fresh randomness for the guest's RNG, which a restored guest shares
     /// with every other guest restored from the same snapshot.
     pub seed: Vec<u8>,
+    /// The guest's network interfaces, configured before the container
+    /// starts (none: loopback only).
+    #[serde(default)]
+    pub interfaces: Vec<Interface>,
+    /// Host directories the agent mounts (virtiofs) before the container
+    /// starts; the spec bind-mounts them from there.
+    #[serde(default)]
+    pub volumes: Vec<GuestVolume>,
+}
+
+/// A virtiofs tag and where the agent mounts it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct GuestVolume {
+    pub tag: String,
+    pub path: String,
+    pub read_only: bool,
+}
+
+/// One network interface of the guest: the card QEMU has as the
+/// `card`-th (found by [`crate::nic_placeholder_mac`]), renamed and
+/// given the container's MAC and address.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Interface {
+    pub card: usize,
+    pub name: String,
+    pub mac: [u8; 6],
+    pub address: std::net::Ipv4Addr,
+    pub prefix: u8,
+    /// The default route, on the first network.
+    pub gateway: Option<std::net::Ipv4Addr>,
 }
 
 /// Run another process in the container (`berth exec`).
@@ -265,6 +299,13 @@ pub struct Stats {
     /// The container's memory limit, else the guest's RAM.
     pub memory_limit: u64,
     pub pids: u64,
+}
+
+/// The container's processes inside the guest (`berth top`).
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Top {
+    pub processes: Vec<berth_sandbox::procfs::ProcInfo>,
 }
 
 /// Checks the agent's greeting.

@@ -55,6 +55,13 @@ pub struct Machine<'a> {
     /// Restore the machine from a snapshot read from this inherited
     /// descriptor instead of booting it.
     pub incoming_fd: Option<i32>,
+    /// Network cards, each on an inherited TAP descriptor (`None`: a card
+    /// with no backend, as in a snapshot's template). The guest tells them
+    /// apart by [`crate::nic_placeholder_mac`].
+    pub nics: Vec<Option<i32>>,
+    /// Host directories served by virtiofsd: (tag, its vhost-user socket).
+    /// Guest RAM is then a shared memfd, which vhost-user needs.
+    pub shares: Vec<(String, &'a Path)>,
 }
 
 /// The QEMU binary: `BERTH_QEMU`, else `qemu-system-x86_64` from PATH.
@@ -116,7 +123,24 @@ impl Machine<'_> {
             Accel::Kvm => c.args(["-accel", "kvm", "-cpu", "host"]),
             Accel::Tcg => c.args(["-accel", "tcg", "-cpu", "max"]),
         };
-        c.args(["-M", "microvm,x-option-roms=off,isa-serial=on,rtc=on"]);
+        if self.shares.is_empty() {
+            c.args(["-M", "microvm,x-option-roms=off,isa-serial=on,rtc=on"]);
+        } else {
+            c.args([
+                "-object",
+                &format!(
+                    "memory-backend-memfd,id=mem,size={}M,share=on",
+                    self.memory_mib
+                ),
+            ]);
+            c.args([
+                "-M",
+                "microvm,x-option-roms=off,isa-serial=on,rtc=on,memory-backend=mem",
+            ]);
+            // vhost-user back ends speak virtio 1.0 only; microvm's
+            // virtio-mmio transports are legacy unless told otherwise.
+            c.args(["-global", "virtio-mmio.force-legacy=false"]);
+        }
         c.args(["-m", &format!("{}M", self.memory_mib)]);
         c.args(["-smp", &self.vcpus.max(1).to_string()]);
         c.arg("-kernel").arg(self.kernel);
@@ -147,6 +171,29 @@ impl Machine<'_> {
             c.args([
                 "-device",
                 &format!("virtserialport,chardev=ctl,name={}", crate::PORT_NAME),
+            ]);
+        }
+        for (i, fd) in self.nics.iter().enumerate() {
+            let mac = crate::nic_placeholder_mac(i)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(":");
+            let mut dev = format!("virtio-net-device,id=nic{i},mac={mac}");
+            if let Some(fd) = fd {
+                c.args(["-netdev", &format!("tap,id=net{i},fd={fd}")]);
+                dev.push_str(&format!(",netdev=net{i}"));
+            }
+            c.args(["-device", &dev]);
+        }
+        for (i, (tag, sock)) in self.shares.iter().enumerate() {
+            c.args([
+                "-chardev",
+                &format!("socket,id=fs{i},path={}", qemu_escape(sock)),
+            ]);
+            c.args([
+                "-device",
+                &format!("vhost-user-fs-device,chardev=fs{i},tag={tag}"),
             ]);
         }
         c.args(["-serial", "stdio"]);
@@ -226,6 +273,8 @@ mod tests {
             confine: Some((1234, 1234)),
             qmp: None,
             incoming_fd: Some(7),
+            nics: vec![Some(9)],
+            shares: vec![("berthvol0".into(), Path::new("/run/v0.sock"))],
         };
         let c = m.command();
         let args: Vec<String> = c.get_args().map(|a| a.to_string_lossy().into()).collect();
@@ -236,6 +285,16 @@ mod tests {
         assert!(line.contains("name=berth.ctl"), "{line}");
         assert!(line.contains("-runas 1234:1234"), "{line}");
         assert!(line.contains("-incoming fd:7"), "{line}");
+        assert!(line.contains("-netdev tap,id=net0,fd=9"), "{line}");
+        assert!(line.contains("memory-backend=mem"), "{line}");
+        assert!(
+            line.contains("vhost-user-fs-device,chardev=fs0,tag=berthvol0"),
+            "{line}"
+        );
+        assert!(
+            line.contains("virtio-net-device,id=nic0,mac=52:54:00:be:00:00,netdev=net0"),
+            "{line}"
+        );
         assert!(m.kernel_cmdline().ends_with("berth.x=1"));
     }
 

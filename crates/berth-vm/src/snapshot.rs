@@ -56,7 +56,15 @@ pub fn key(m: &Machine<'_>) -> String {
     for d in &m.drives {
         h.update(format!("{}:{}\0", d.serial, d.read_only).as_bytes());
     }
-    h.update(format!("{}\0", m.control.is_some()).as_bytes());
+    h.update(
+        format!(
+            "{}\0{}\0{}\0",
+            m.control.is_some(),
+            m.nics.len(),
+            m.shares.len()
+        )
+        .as_bytes(),
+    );
     let qemu = crate::qemu::binary();
     let qemu_meta = std::env::var_os("PATH").and_then(|p| {
         std::env::split_paths(&p)
@@ -136,6 +144,10 @@ fn build(m: &Machine<'_>, work: &Path, out: &Path) -> Result<(), VmError> {
         confine: None,
         qmp: Some(&qmp_path),
         incoming_fd: None,
+        // Cards without a backend: a restored guest's cards get their TAP
+        // devices from the restoring command line.
+        nics: vec![None; m.nics.len()],
+        shares: Vec::new(),
     };
     let mut child = template
         .command()

@@ -60,6 +60,13 @@ pub struct MachineSpec {
     /// QEMU's seccomp sandbox and the uid:gid it drops to (which must be
     /// able to open `rw_disk` again after restoring a snapshot).
     pub confine: Option<(u32, u32)>,
+    /// One TAP device per network card; kept open for the VM's life (a
+    /// fallback boot after a failed restore needs them again).
+    pub nics: Vec<OwnedFd>,
+    /// Host directories for the guest, each with its virtiofsd's socket.
+    /// A VM with shares boots (vhost-user devices cannot be restored from
+    /// a snapshot).
+    pub shares: Vec<(crate::virtiofs::Share, PathBuf)>,
 }
 
 impl MachineSpec {
@@ -89,6 +96,16 @@ impl MachineSpec {
             confine: self.confine,
             qmp: None,
             incoming_fd: None,
+            nics: self
+                .nics
+                .iter()
+                .map(|f| Some(std::os::fd::AsRawFd::as_raw_fd(f)))
+                .collect(),
+            shares: self
+                .shares
+                .iter()
+                .map(|(s, sock)| (s.tag.clone(), sock.as_path()))
+                .collect(),
         }
     }
 }
@@ -159,6 +176,29 @@ pub fn run(mut l: Launch) -> Outcome {
     let mut ready = l.ready.take();
     let t0 = Instant::now();
     let mut outcome = None;
+    // Kept until the VM is gone; each also exits when QEMU disconnects.
+    let mut daemons = Vec::new();
+    for (share, sock) in &l.machine.shares {
+        let started = std::fs::create_dir_all(&run_dir)
+            .map_err(io_err(format!("creating {}", run_dir.display())))
+            .and_then(|()| crate::virtiofs::start(share, sock));
+        match started {
+            Ok(d) => daemons.push(d),
+            Err(e) => {
+                let o = Outcome {
+                    code: 125,
+                    reason: Some(e.to_string()),
+                };
+                report_failure(ready, &o);
+                drop(daemons);
+                let _ = std::fs::remove_dir_all(&run_dir);
+                return o;
+            }
+        }
+    }
+    if !l.machine.shares.is_empty() {
+        l.snapshots = None;
+    }
     if let Some(dir) = l.snapshots.clone() {
         let ctl = run_dir.join("ctl.sock");
         let snap = crate::snapshot::ensure(&dir, &l.machine.machine(&ctl));
@@ -205,6 +245,7 @@ pub fn run(mut l: Launch) -> Outcome {
             }
         },
     };
+    drop(daemons);
     let _ = std::fs::remove_dir_all(&run_dir);
     outcome
 }
@@ -281,7 +322,15 @@ fn boot(l: &Launch, snapshot: Option<&Path>) -> Result<Vm, VmError> {
         .stdout(Stdio::from(console_w))
         .stderr(Stdio::from(err_w));
     let t0 = Instant::now();
+    // Only QEMU inherits the TAP devices: we are single-threaded.
+    let inherit = |on: bool| {
+        for f in &l.machine.nics {
+            let _ = berth_sandbox::sys::set_cloexec(std::os::fd::AsRawFd::as_raw_fd(f), !on);
+        }
+    };
+    inherit(true);
     let spawned = cmd.spawn();
+    inherit(false);
     drop(cmd);
     drop(snap_file);
     let mut qemu = spawned.map_err(io_err("starting qemu-system-x86_64"))?;

@@ -13,3 +13,5 @@ mod ports;
 mod registry;
 mod run;
 mod vm;
+mod vm_net;
+mod vm_vol;

@@ -14,13 +14,13 @@ use berth_fixtures::ImageSpec;
 
 use crate::common::*;
 
-fn vm_dir() -> PathBuf {
+pub(crate) fn vm_dir() -> PathBuf {
     std::env::var_os("BERTH_VM_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/var/lib/berth/vm"))
 }
 
-fn guest_release() -> Option<String> {
+pub(crate) fn guest_release() -> Option<String> {
     std::fs::read_to_string(vm_dir().join("kernel/release"))
         .ok()
         .map(|s| s.trim().to_string())
@@ -45,7 +45,7 @@ fn agent() -> &'static Path {
 }
 
 /// Whether VMs can run here; if not, the reason is printed.
-fn vms_available() -> bool {
+pub(crate) fn vms_available() -> bool {
     if guest_release().is_none() {
         eprintln!("skipped: no guest kernel (scripts/install-guest-kernel.sh)");
         return false;
@@ -62,13 +62,13 @@ fn vms_available() -> bool {
     true
 }
 
-fn vm(env: &Env) -> Command {
+pub(crate) fn vm(env: &Env) -> Command {
     let mut c = env.cmd();
     c.env("BERTH_AGENT", agent());
     c
 }
 
-fn run(c: &mut Command, args: &[&str]) -> Run {
+pub(crate) fn run(c: &mut Command, args: &[&str]) -> Run {
     Run::from(c.args(args).output().unwrap())
 }
 
@@ -79,7 +79,7 @@ fn host_release() -> String {
         .to_string()
 }
 
-fn inspect(env: &Env, name: &str, fmt: &str) -> String {
+pub(crate) fn inspect(env: &Env, name: &str, fmt: &str) -> String {
     env.berth(&["inspect", name, "--format", fmt])
         .ok()
         .stdout
@@ -100,7 +100,7 @@ fn wait_exited(env: &Env, name: &str) {
 
 /// Processes whose command line names `needle` (QEMU names the disks of
 /// this test's store).
-fn processes_naming(needle: &str) -> Vec<i32> {
+pub(crate) fn processes_naming(needle: &str) -> Vec<i32> {
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
@@ -114,7 +114,7 @@ fn processes_naming(needle: &str) -> Vec<i32> {
 }
 
 /// QEMU processes of container `id` (named `berth-ID12`).
-fn qemu_pids(id: &str) -> Vec<i32> {
+pub(crate) fn qemu_pids(id: &str) -> Vec<i32> {
     let name = format!("berth-{}", &id[..12]);
     std::fs::read_dir("/proc")
         .unwrap()
@@ -130,7 +130,7 @@ fn qemu_pids(id: &str) -> Vec<i32> {
 
 /// Builds the per-image disk and the writable-disk template (caches, like
 /// the image store) so that store comparisons see only what a run leaves.
-fn warm_caches(env: &Env) {
+pub(crate) fn warm_caches(env: &Env) {
     let id = run(
         &mut vm(env),
         &["create", "--isolation", "vm", "busybox", "true"],
@@ -143,7 +143,7 @@ fn warm_caches(env: &Env) {
     env.berth(&["rm", &id]).ok();
 }
 
-fn run_dir(env: &Env, id: &str) -> PathBuf {
+pub(crate) fn run_dir(env: &Env, id: &str) -> PathBuf {
     env.dir.path().join("run/vm").join(&id[..12])
 }
 
@@ -318,6 +318,13 @@ fn vm_detached_exec_stats_stop() {
         .unwrap_or(0.0);
     assert!(limit > 150.0 && limit < 256.0, "{stats}");
     assert!(!qemu_pids(&id).is_empty());
+    // The guest's processes, not the VMM's.
+    let top = env.berth(&["top", "web"]).ok().stdout;
+    assert!(
+        top.starts_with("UID ") && top.contains("sh -c echo started"),
+        "{top}"
+    );
+    assert!(!top.contains("qemu") && !top.contains("__vm"), "{top}");
     env.berth(&["stop", "-t", "10", "web"]).ok();
     assert_eq!(env.berth(&["wait", "web"]).ok().stdout.trim(), "7");
     let logs = env.berth(&["logs", "web"]).ok().stdout;
