@@ -95,6 +95,39 @@ pub fn bench(exe: &Path, w: &Path) -> Result<()> {
         c.env("BERTH_VM_SNAPSHOT", "0");
         c
     };
+    // network.rs moved this process into a namespace of its own: the
+    // bridge here is not the host's.
+    let net_run = || {
+        let mut c = berth(exe, w);
+        c.args([
+            "run",
+            "--rm",
+            "--isolation",
+            "vm",
+            "--network",
+            "bridge",
+            "busybox",
+            "true",
+        ]);
+        c
+    };
+    let share = w.join("vm-share");
+    std::fs::create_dir_all(&share)?;
+    let vol_arg = format!("{}:/data", share.display());
+    let vol_run = || {
+        let mut c = berth(exe, w);
+        c.args([
+            "run",
+            "--rm",
+            "--isolation",
+            "vm",
+            "-v",
+            &vol_arg,
+            "busybox",
+            "true",
+        ]);
+        c
+    };
     let ctr_run = || {
         let mut c = berth(exe, w);
         c.args(["run", "--rm", "busybox", "true"]);
@@ -102,18 +135,27 @@ pub fn bench(exe: &Path, w: &Path) -> Result<()> {
     };
     // Warm-up: the image's disk, the snapshot of a booted guest, caches.
     timed(vm_run(), "berth run --isolation vm")?;
+    timed(net_run(), "berth run --isolation vm --network bridge")?;
     timed(f.command(), "the floor (bare QEMU)")?;
     let (mut vm, mut fl, mut ct, mut cold) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut net, mut vol) = (Vec::new(), Vec::new());
     for _ in 0..iterations {
         vm.push(timed(vm_run(), "berth run --isolation vm")?);
         fl.push(timed(f.command(), "the floor (bare QEMU)")?);
         ct.push(timed(ctr_run(), "berth run (container)")?);
         cold.push(timed(cold_run(), "berth run --isolation vm, booting")?);
+        net.push(timed(
+            net_run(),
+            "berth run --isolation vm --network bridge",
+        )?);
+        vol.push(timed(vol_run(), "berth run --isolation vm -v")?);
     }
     let (vmin, vmed) = min_median(&mut vm);
     let (fmin, fmed) = min_median(&mut fl);
     let (cmin, cmed) = min_median(&mut ct);
     let (bmin, bmed) = min_median(&mut cold);
+    let (nmin, nmed) = min_median(&mut net);
+    let (omin, omed) = min_median(&mut vol);
     println!("{iterations} iterations each, interleaved");
     println!("{:<56} {:>9} {:>10}", "contender", "min ms", "median ms");
     for (name, min, med) in [
@@ -129,6 +171,12 @@ pub fn bench(exe: &Path, w: &Path) -> Result<()> {
         ),
         ("berth run --rm busybox true (container)", cmin, cmed),
         ("the same VM run, booting (BERTH_VM_SNAPSHOT=0)", bmin, bmed),
+        ("the same VM on the bridge (--network bridge)", nmin, nmed),
+        (
+            "the same VM with a volume (-v: virtiofsd, boots)",
+            omin,
+            omed,
+        ),
     ] {
         println!("{name:<56} {min:>9.1} {med:>10.1}");
     }
@@ -141,6 +189,12 @@ pub fn bench(exe: &Path, w: &Path) -> Result<()> {
         "ratio booting vm / floor: min {:.2}x, median {:.2}x (without the snapshot)",
         bmin / fmin,
         bmed / fmed
+    );
+    println!(
+        "ratio bridge vm / floor: min {:.2}x, median {:.2}x (a NIC on the bridge: {:+.0} ms median)",
+        nmin / fmin,
+        nmed / fmed,
+        nmed - vmed
     );
     println!(
         "ratio vm / container: min {:.1}x, median {:.1}x",
