@@ -5,6 +5,7 @@
 //! - [`assets`]: the guest kernel, the agent, the initramfs built from them.
 //! - [`disk`]: the image as a read-only disk (erofs, cached per image) and
 //!   each container's writable disk.
+//! - [`guest`]: the bundle's spec as the guest runs it.
 //! - [`accel`]: KVM or TCG, probed once by booting a tiny guest.
 //! - [`qemu`]: the QEMU command line.
 //! - [`vmm`]: the host process of one VM (`berth __vm`): QEMU, the agent
@@ -17,6 +18,7 @@ pub mod assets;
 pub mod client;
 pub mod conn;
 pub mod disk;
+pub mod guest;
 pub mod proto;
 pub mod qemu;
 pub mod qmp;
