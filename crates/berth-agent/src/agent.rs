@@ -302,7 +302,11 @@ impl Agent {
         for v in &start.volumes {
             init::mount_volume(v).map_err(|e| (125, e.to_string()))?;
         }
-        init::mount_rootfs(&start.image_fs).map_err(|e| (125, e.to_string()))?;
+        match &start.root_share {
+            Some(tag) => init::mount_shared_root(tag),
+            None => init::mount_rootfs(&start.image_fs),
+        }
+        .map_err(|e| (125, e.to_string()))?;
         self.mark("rootfs mounted");
         for f in &start.files {
             let p = Path::new(&f.path);

@@ -294,6 +294,13 @@ pub fn mount_rootfs(image_fs: &str) -> Result<(), AgentError> {
     )
 }
 
+/// Mounts the container's root from a host directory served by virtiofsd
+/// (a bundle's rootfs, for `berth-runtime`): writes land in the host's
+/// directory, as they would for a container.
+pub fn mount_shared_root(tag: &str) -> Result<(), AgentError> {
+    mount_fs(tag, ROOTFS, "virtiofs", MsFlags::empty(), None)
+}
+
 /// Mounts a host directory the host serves with virtiofsd (`-v`).
 pub fn mount_volume(v: &berth_vm::proto::GuestVolume) -> Result<(), AgentError> {
     if !v.path.starts_with("/run/berth/volumes/") || v.path.contains("..") {

@@ -29,7 +29,9 @@ const RTM_DELLINK: u16 = 17;
 const RTM_GETLINK: u16 = 18;
 const RTM_NEWADDR: u16 = 20;
 const RTM_GETADDR: u16 = 22;
+const RTM_DELADDR: u16 = 21;
 const RTM_NEWROUTE: u16 = 24;
+const RTM_GETROUTE: u16 = 26;
 
 const IFLA_ADDRESS: u16 = 1;
 const IFLA_IFNAME: u16 = 3;
@@ -43,6 +45,7 @@ const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
 const RTA_OIF: u16 = 4;
 const RTA_GATEWAY: u16 = 5;
+const RTA_TABLE: u16 = 15;
 const NLA_F_NESTED: u16 = 0x8000;
 
 const IFF_UP: u32 = 1;
@@ -399,6 +402,54 @@ impl Netlink {
         m.end();
         m.end();
         self.transact(&format!("creating veth pair {host}/{peer}"), vec![m], &[])
+    }
+
+    /// Sets a link down.
+    pub fn set_down(&mut self, index: i32) -> Result<()> {
+        let m = Msg::new(RTM_NEWLINK, NLM_F_ACK).ifinfo(index, 0, IFF_UP);
+        self.transact("setting a link down", vec![m], &[])
+    }
+
+    /// Removes `addr/prefix` from a link (with the routes through it).
+    pub fn delete_address(&mut self, index: i32, addr: Ipv4Addr, prefix: u8) -> Result<()> {
+        let mut m = Msg::new(RTM_DELADDR, NLM_F_ACK);
+        m.buf.extend_from_slice(&[AF_INET, prefix, 0, 0]);
+        m.buf.extend_from_slice(&(index as u32).to_ne_bytes());
+        let m = m
+            .attr(IFA_LOCAL, &addr.octets())
+            .attr(IFA_ADDRESS, &addr.octets());
+        self.transact(
+            &format!("removing address {addr}/{prefix}"),
+            vec![m],
+            &[libc::EADDRNOTAVAIL],
+        )
+    }
+
+    /// The IPv4 default route of the main table: (gateway, link index).
+    pub fn default_route(&mut self) -> Result<Option<(Ipv4Addr, i32)>> {
+        let mut msg = Msg::new(RTM_GETROUTE, NLM_F_DUMP);
+        msg.buf.extend_from_slice(&[AF_INET, 0, 0, 0, 0, 0, 0, 0]);
+        msg.buf.extend_from_slice(&0u32.to_ne_bytes());
+        for b in self.dump("listing routes", msg)? {
+            // struct rtmsg: family, dst_len, src_len, tos, table, ...
+            if b.len() < 12 || b[0] != AF_INET || b[1] != 0 {
+                continue;
+            }
+            let mut table = u32::from(b[4]);
+            let (mut gw, mut oif) = (None, None);
+            for (t, v) in attrs(&b, 12) {
+                match t {
+                    RTA_GATEWAY if v.len() == 4 => gw = Some(Ipv4Addr::new(v[0], v[1], v[2], v[3])),
+                    RTA_OIF if v.len() == 4 => oif = Some(u32_at(v, 0) as i32),
+                    RTA_TABLE if v.len() == 4 => table = u32_at(v, 0),
+                    _ => {}
+                }
+            }
+            if let (Some(gw), Some(oif), true) = (gw, oif, table == u32::from(RT_TABLE_MAIN)) {
+                return Ok(Some((gw, oif)));
+            }
+        }
+        Ok(None)
     }
 
     /// Sets a link up.

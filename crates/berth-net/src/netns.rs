@@ -112,7 +112,10 @@ pub fn remove(path: &Path) -> Result<()> {
     while is_mounted(path) {
         match umount2(path, MntFlags::MNT_DETACH) {
             Ok(()) => {}
-            Err(nix::errno::Errno::EINVAL) => break,
+            // Not mounted any more, or removed meanwhile by another berth
+            // process tearing the same container down (rm -f racing the
+            // monitor's exit handling).
+            Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => break,
             Err(e) => return Err(errno(format!("unmounting {}", path.display()))(e)),
         }
     }

@@ -106,18 +106,15 @@ pub fn check(dir: &Path, spec: &Spec) -> Result<()> {
     {
         match iso.as_str() {
             "container" | "" => {}
-            "vm" | "microvm" => {
-                return Err(config_err(
-                    dir,
-                    format!(
-                        "annotation {ISOLATION_ANNOTATION}={iso}: microVM isolation is not available yet"
-                    ),
-                ))
-            }
+            "vm" | "microvm" => crate::vm::preflight(spec).map_err(|e| {
+                config_err(dir, format!("annotation {ISOLATION_ANNOTATION}={iso}: {e}"))
+            })?,
             other => {
                 return Err(config_err(
                     dir,
-                    format!("annotation {ISOLATION_ANNOTATION}={other:?}: expected container or vm"),
+                    format!(
+                        "annotation {ISOLATION_ANNOTATION}={other:?}: expected container or vm"
+                    ),
                 ))
             }
         }

@@ -198,6 +198,13 @@ pub enum Cmd {
     },
     /// What this runtime supports (JSON)
     Features,
+    /// A microVM container's host process (started by `create`)
+    #[command(name = "__vm", hide = true)]
+    VmHost {
+        id: String,
+        #[arg(long)]
+        gate: i32,
+    },
 }
 
 /// Long options that take a value (a following argument is theirs).

@@ -178,7 +178,12 @@ pub fn create(store: &Store, o: &CreateOpts<'_>, foreground: bool) -> Result<Cre
     let layout = Layout::detect()?;
     let cgroup = Cgroup::create(&layout, Path::new(&cg_path), None)?;
     undo.cgroup = Some(cgroup.clone());
-    cgroup.apply_all(&effective_resources(&b.spec))?;
+    let vm = crate::vm::is_vm(&b.spec);
+    if vm {
+        cgroup.apply_all(&crate::vm::host_resources(&b.spec))?;
+    } else {
+        cgroup.apply_all(&effective_resources(&b.spec))?;
+    }
     let fifo = store.fifo(o.id);
     nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o600))
         .map_err(nix_err(format!("creating {}", fifo.display())))?;
@@ -193,23 +198,27 @@ pub fn create(store: &Store, o: &CreateOpts<'_>, foreground: bool) -> Result<Cre
         "annotations": annotations,
     });
     let cache = store.root.join(".seccomp-cache");
-    let started: Started = berth_sandbox::spawn_with(
-        SpawnOptions {
-            spec: &b.spec,
-            rootfs: &b.rootfs,
-            cgroup: Some(&cgroup),
-            stdio: Stdio {
-                terminal,
-                ..Stdio::default()
+    let started: Started = if vm {
+        spawn_vm_host(store, o.id, gate, terminal, &cgroup)?
+    } else {
+        berth_sandbox::spawn_with(
+            SpawnOptions {
+                spec: &b.spec,
+                rootfs: &b.rootfs,
+                cgroup: Some(&cgroup),
+                stdio: Stdio {
+                    terminal,
+                    ..Stdio::default()
+                },
+                seccomp_cache: Some(&cache),
             },
-            seccomp_cache: Some(&cache),
-        },
-        SpawnExtras {
-            exec_gate: Some(gate),
-            hook_state: Some(hook_state),
-            no_pivot: o.no_pivot,
-        },
-    )?;
+            SpawnExtras {
+                exec_gate: Some(gate),
+                hook_state: Some(hook_state),
+                no_pivot: o.no_pivot,
+            },
+        )?
+    };
     let pid = started.pid.as_raw();
     undo.pid = Some(pid);
     let mut pty = started.pty_master;
@@ -237,6 +246,44 @@ pub fn create(store: &Store, o: &CreateOpts<'_>, foreground: bool) -> Result<Cre
     undo.cgroup = None;
     undo.pid = None;
     Ok(Created { record, pty })
+}
+
+/// A VM's host process (`berth-runtime __vm`), where a container's init
+/// would be: in the cgroup, with our stdio (or a new terminal), holding
+/// the exec fifo until `start`.
+fn spawn_vm_host(
+    store: &Store,
+    id: &str,
+    gate: OwnedFd,
+    terminal: bool,
+    cgroup: &Cgroup,
+) -> Result<Started> {
+    use std::os::fd::AsRawFd;
+    let mut c = crate::vm::host_command(store, id, gate.as_raw_fd())?;
+    let mut master = None;
+    if terminal {
+        let (m, slave, _) = berth_sandbox::tty::open_pty()
+            .map_err(|e| RuntimeError::Unsupported(format!("opening a pty: {e}")))?;
+        let dup = |fd: &OwnedFd| fd.try_clone().map_err(io_err("duplicating the pty"));
+        c.stdin(std::process::Stdio::from(dup(&slave)?))
+            .stdout(std::process::Stdio::from(dup(&slave)?))
+            .stderr(std::process::Stdio::from(slave));
+        master = Some(m);
+    }
+    berth_sandbox::sys::set_cloexec(gate.as_raw_fd(), false)
+        .map_err(io_err("passing the exec fifo"))?;
+    let child = c.spawn().map_err(io_err("starting the VM's host process"));
+    drop(gate);
+    drop(c);
+    let child = child?;
+    let pid = child.id() as i32;
+    // Dropping the handle neither kills nor waits: our caller reaps it.
+    drop(child);
+    cgroup.join(pid)?;
+    Ok(Started {
+        pid: nix::unistd::Pid::from_raw(pid),
+        pty_master: master,
+    })
 }
 
 /// `start`: lets the created container's init exec, then runs the
@@ -285,9 +332,18 @@ pub fn start(store: &Store, id: &str) -> Result<()> {
         }
     }
     let _ = std::fs::remove_file(&fifo);
-    let mut ack = [0u8; 8];
+    let mut ack = [0u8; 4096];
     let got = nix::unistd::read(&reader, &mut ack).unwrap_or(0);
-    if !ack[..got].contains(&b'1') {
+    let ack = String::from_utf8_lossy(&ack[..got]);
+    // A microVM's host process answers "ok" once the workload runs in the
+    // guest, or why it could not start it.
+    if let Some(why) = ack.lines().find_map(|l| l.strip_prefix("err ")) {
+        let msg = why.split_once(' ').map_or(why, |(_, m)| m);
+        return Err(RuntimeError::State(format!(
+            "the container's process could not start: {msg}"
+        )));
+    }
+    if !ack.contains('1') && !ack.starts_with("ok") {
         return Err(RuntimeError::State(
             "the container's process exited before it could start (see its hooks and output)"
                 .into(),

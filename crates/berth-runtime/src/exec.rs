@@ -151,6 +151,9 @@ pub fn exec(store: &Store, id: &str, o: &ExecOpts) -> Result<i32> {
         (false, None) => None,
     };
     crate::create::prepare_fds(o.preserve_fds)?;
+    if crate::vm::is_vm(&rec.config) {
+        return exec_vm(store, &rec, process, console, o);
+    }
     if !o.detach {
         console::block_signals()?;
     }
@@ -179,4 +182,58 @@ pub fn exec(store: &Store, id: &str, o: &ExecOpts) -> Result<i32> {
         return Ok(0);
     }
     console::wait_foreground(started.pid, pty)
+}
+
+/// `exec` into a microVM: the guest runs the process; here a relay carries
+/// its stdio, signals and exit code. With `--detach` the relay is a child
+/// process whose PID is the exec's (conmon waits for it and gets its
+/// output, as it would from a container's process).
+fn exec_vm(
+    store: &Store,
+    rec: &crate::state::Record,
+    process: Process,
+    console: Option<std::os::unix::net::UnixStream>,
+    o: &ExecOpts,
+) -> Result<i32> {
+    if !o.detach {
+        return crate::vm::exec(store, rec, process);
+    }
+    let pty = if process.terminal().unwrap_or(false) {
+        let (m, s, _) = berth_sandbox::tty::open_pty()
+            .map_err(|e| RuntimeError::Unsupported(format!("opening a pty: {e}")))?;
+        Some((m, s))
+    } else {
+        None
+    };
+    // SAFETY: this process is single-threaded; the child only runs the
+    // relay and exits.
+    match unsafe { nix::unistd::fork() }.map_err(crate::error::nix_err("forking the exec relay"))? {
+        nix::unistd::ForkResult::Child => {
+            if let Some((m, s)) = pty {
+                drop(m);
+                let _ = nix::unistd::setsid();
+                for fd in 0..3 {
+                    // SAFETY: dup2 onto the standard descriptors of this
+                    // fresh child; `s` stays open until after.
+                    unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&s), fd) };
+                }
+                drop(s);
+                let _ = berth_sandbox::sys::set_controlling_tty(berth_sandbox::sys::std_fd(0));
+            }
+            let code = crate::vm::exec(store, rec, process).unwrap_or_else(|e| {
+                eprintln!("berth-runtime: {e}");
+                125
+            });
+            std::process::exit(code);
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            if let (Some(sock), Some((m, _))) = (&console, &pty) {
+                console::send_master(sock, m)?;
+            }
+            if let Some(p) = &o.pid_file {
+                crate::create::write_pid_file(p, child.as_raw())?;
+            }
+            Ok(0)
+        }
+    }
 }

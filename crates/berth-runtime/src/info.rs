@@ -205,6 +205,11 @@ pub fn update(store: &Store, id: &str, o: &UpdateOpts) -> Result<()> {
     if rec.status() == Status::Stopped {
         return Err(RuntimeError::State("container not running".into()));
     }
+    if crate::vm::is_vm(&rec.config) {
+        return Err(RuntimeError::Unsupported(
+            "update: a microVM's guest RAM and vCPUs are fixed while it runs".into(),
+        ));
+    }
     let mut r: serde_json::Value = match &o.resources {
         Some(p) if p == Path::new("-") => serde_json::from_reader(std::io::stdin())
             .map_err(|e| RuntimeError::Usage(format!("--resources -: {e}")))?,

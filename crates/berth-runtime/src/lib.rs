@@ -13,6 +13,7 @@ pub mod lifecycle;
 pub mod log;
 pub mod spec;
 pub mod state;
+pub mod vm;
 
 pub use error::{Result, RuntimeError};
 pub use state::Store;

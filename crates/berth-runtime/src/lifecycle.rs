@@ -31,6 +31,9 @@ pub fn kill(store: &Store, id: &str, signal: &str, all: bool) -> Result<()> {
         return Err(RuntimeError::State("container not running".into()));
     }
     let cgroup = rec.cgroup()?;
+    // A VM's host process forwards signals to the workload; SIGKILL takes
+    // QEMU and virtiofsd with it.
+    let all = all || (sig == Signal::SIGKILL && crate::vm::is_vm(&rec.config));
     if all {
         for pid in cgroup.pids() {
             let _ = nix::sys::signal::kill(Pid::from_raw(pid), sig);
@@ -80,6 +83,7 @@ pub fn delete(store: &Store, id: &str, force: bool) -> Result<()> {
         let _ = cgroup.freeze(false);
     }
     cgroup.destroy()?;
+    crate::vm::cleanup(store, id);
     std::fs::remove_dir_all(store.dir(id))
         .map_err(io_err(format!("removing {}", store.dir(id).display())))?;
     let hooks = rec

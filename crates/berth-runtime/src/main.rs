@@ -123,6 +123,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
             info::update(&store, &a.id, &o).map(|()| 0)
         }
         Cmd::Spec { bundle, rootless } => spec::spec(bundle.as_deref(), rootless).map(|()| 0),
+        Cmd::VmHost { id, gate } => Ok(berth_runtime::vm::host(&store, &id, gate)),
         Cmd::Features => {
             println!(
                 "{}",

@@ -138,7 +138,7 @@ pub fn features() -> serde_json::Value {
             "mountExtensions": {"idmap": {"enabled": false}},
         },
         "annotations": {
-            "run.berth.isolation": "container (vm: not available yet)",
+            "run.berth.isolation": "container (default) or vm: a microVM with its own guest kernel",
         },
     })
 }

@@ -216,6 +216,11 @@ pub struct Start {
     /// starts; the spec bind-mounts them from there.
     #[serde(default)]
     pub volumes: Vec<GuestVolume>,
+    /// The container's root is this virtiofs tag (a host directory, as
+    /// `berth-runtime` gets it in a bundle) instead of the image disk plus
+    /// the writable disk.
+    #[serde(default)]
+    pub root_share: Option<String>,
 }
 
 /// A virtiofs tag and where the agent mounts it.

@@ -72,10 +72,10 @@ fn missing_or_invalid_config_names_the_bundle_and_field() {
     nothing_left(&env, "x8", "b6");
 
     let b = env.bundle("b7", &["true"], |s| {
-        s["annotations"] = json!({"run.berth.isolation": "vm"});
+        s["annotations"] = json!({"run.berth.isolation": "hyperv"});
     });
     env.create("x9", &b, &[])
-        .fails_with(&["microVM isolation is not available yet"]);
+        .fails_with(&["run.berth.isolation", "expected container or vm"]);
     nothing_left(&env, "x9", "b7");
 
     let b = env.bundle("b8", &["nosuch"], |_| {});

@@ -55,8 +55,10 @@ pub struct MachineSpec {
     pub kernel: PathBuf,
     pub initrd: PathBuf,
     pub append: Vec<String>,
-    pub image_disk: PathBuf,
-    pub rw_disk: PathBuf,
+    /// The image's read-only disk and the container's writable disk; none
+    /// when the root is a host directory shared with virtiofs (see
+    /// [`proto::Start::root_share`]).
+    pub disks: Option<(PathBuf, PathBuf)>,
     /// QEMU's seccomp sandbox and the uid:gid it drops to (which must be
     /// able to open `rw_disk` again after restoring a snapshot).
     pub confine: Option<(u32, u32)>,
@@ -80,18 +82,24 @@ impl MachineSpec {
             kernel: &self.kernel,
             initrd: &self.initrd,
             append: self.append.clone(),
-            drives: vec![
-                crate::qemu::Drive {
-                    path: &self.image_disk,
-                    read_only: true,
-                    serial: crate::IMAGE_DISK_SERIAL,
-                },
-                crate::qemu::Drive {
-                    path: &self.rw_disk,
-                    read_only: false,
-                    serial: crate::RW_DISK_SERIAL,
-                },
-            ],
+            drives: self
+                .disks
+                .iter()
+                .flat_map(|(image, rw)| {
+                    [
+                        crate::qemu::Drive {
+                            path: image,
+                            read_only: true,
+                            serial: crate::IMAGE_DISK_SERIAL,
+                        },
+                        crate::qemu::Drive {
+                            path: rw,
+                            read_only: false,
+                            serial: crate::RW_DISK_SERIAL,
+                        },
+                    ]
+                })
+                .collect(),
             control: Some(ctl),
             confine: self.confine,
             qmp: None,
