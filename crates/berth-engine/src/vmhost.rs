@@ -155,13 +155,8 @@ impl Engine {
             .map(|(i, (share, _))| (share.clone(), rdir.join(format!("fs{i}.sock"))))
             .collect();
         // Compiled here: libseccomp in an emulated guest takes 100-200 ms.
-        let seccomp_cache = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
-            Some(s) => {
-                berth_sandbox::seccomp::cache_entry_for(s, &kernel.release, &vm_dir.join("seccomp"))
-                    .map_err(|e| EngineError::Invalid(e.to_string()))?
-            }
-            None => None,
-        };
+        let seccomp_cache =
+            berth_vm::guest::seccomp_program(&spec, &kernel.release, &vm_dir).map_err(vm_err)?;
         let (memory_mib, vcpus) = guest_size(&cfg);
         let append: Vec<String> = std::env::var("BERTH_VM_KERNEL_ARGS")
             .unwrap_or_default()

@@ -92,6 +92,16 @@ fn create_pair(host: &mut Netlink, ns: &Handle, bridge_index: i32, ep: &Endpoint
     }
 }
 
+/// The pair's inner end, in the container's namespace.
+fn inner_link(ns: &mut Handle, ep: &Endpoint) -> Result<crate::netlink::Link> {
+    ns.nl
+        .link(&ep.ifname)?
+        .ok_or_else(|| crate::NetError::Netlink {
+            what: format!("{} vanished from the container's namespace", ep.ifname),
+            source: std::io::Error::from_raw_os_error(libc::ENODEV),
+        })
+}
+
 /// Creates the veth pair, moves its inner end into the container's
 /// namespace and gives it its address (and the default route). `fresh`:
 /// the namespace is new, so bring its loopback up too.
@@ -104,13 +114,7 @@ pub fn attach(
 ) -> Result<()> {
     create_pair(host, ns, bridge_index, ep)?;
     let configured = (|| {
-        let link = ns
-            .nl
-            .link(&ep.ifname)?
-            .ok_or_else(|| crate::NetError::Netlink {
-                what: format!("{} vanished from the container's namespace", ep.ifname),
-                source: std::io::Error::from_raw_os_error(libc::ENODEV),
-            })?;
+        let link = inner_link(ns, ep)?;
         ns.nl
             .configure(fresh, link.index, ep.ip, ep.prefix, ep.gateway)
     })();
@@ -134,13 +138,7 @@ pub fn attach_guest(
 ) -> Result<()> {
     create_pair(host, ns, bridge_index, ep)?;
     let wired = (|| {
-        let link = ns
-            .nl
-            .link(&ep.ifname)?
-            .ok_or_else(|| crate::NetError::Netlink {
-                what: format!("{} vanished from the container's namespace", ep.ifname),
-                source: std::io::Error::from_raw_os_error(libc::ENODEV),
-            })?;
+        let link = inner_link(ns, ep)?;
         let br = ns.nl.create_plain_bridge(&guest_bridge(position))?;
         ns.nl.set_master(link.index, br)
     })();

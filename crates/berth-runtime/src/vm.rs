@@ -183,13 +183,8 @@ fn launch(store: &Store, id: &str) -> Result<berth_vm::vmm::Launch> {
     for (i, (share, _)) in g.volumes.iter().enumerate() {
         shares.push((share.clone(), rdir.join(format!("fs{i}.sock"))));
     }
-    let seccomp_cache = match g.spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
-        Some(s) => {
-            berth_sandbox::seccomp::cache_entry_for(s, &kernel.release, &vm_dir.join("seccomp"))
-                .map_err(|e| RuntimeError::Unsupported(e.to_string()))?
-        }
-        None => None,
-    };
+    let seccomp_cache =
+        berth_vm::guest::seccomp_program(&g.spec, &kernel.release, &vm_dir).map_err(vm_err)?;
     let (memory_mib, vcpus) = guest_size(spec);
     let tty = spec
         .process()

@@ -118,6 +118,21 @@ pub fn guest_spec(
     })
 }
 
+/// The spec's seccomp program compiled here for the guest kernel
+/// `release`, as the sandbox's cache entry (name, bytes): libseccomp in an
+/// emulated guest takes 100-200 ms. Cached under `<vm_dir>/seccomp`.
+pub fn seccomp_program(
+    spec: &oci_spec::runtime::Spec,
+    release: &str,
+    vm_dir: &Path,
+) -> Result<Option<(String, Vec<u8>)>, VmError> {
+    match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+        Some(s) => berth_sandbox::seccomp::cache_entry_for(s, release, &vm_dir.join("seccomp"))
+            .map_err(|e| VmError::Invalid(e.to_string())),
+        None => Ok(None),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -101,6 +101,27 @@ impl Env {
         c
     }
 
+    /// podman with its storage and state in this test's directory,
+    /// cgroupfs, no event log, and berth-runtime as its runtime.
+    pub fn podman(&self) -> Command {
+        let d = self.dir.path();
+        let mut c = Command::new("podman");
+        c.arg("--root")
+            .arg(d.join("proot"))
+            .arg("--runroot")
+            .arg(d.join("prun"))
+            .arg("--tmpdir")
+            .arg(d.join("ptmp"))
+            .args([
+                "--storage-driver",
+                "overlay",
+                "--cgroup-manager",
+                "cgroupfs",
+            ])
+            .args(["--events-backend", "none", "--runtime", RT]);
+        c
+    }
+
     pub fn rt(&self, args: &[&str]) -> Run {
         Run::from(self.cmd().args(args).output().unwrap())
     }

@@ -102,23 +102,7 @@ fn podman_runs_execs_stops_and_limits_with_berth_runtime() {
     require(&["podman", "conmon", "script"]);
     let env = Env::new();
     let d = env.dir.path();
-    let podman = || {
-        let mut c = Command::new("podman");
-        c.arg("--root")
-            .arg(d.join("proot"))
-            .arg("--runroot")
-            .arg(d.join("prun"))
-            .arg("--tmpdir")
-            .arg(d.join("ptmp"))
-            .args([
-                "--storage-driver",
-                "overlay",
-                "--cgroup-manager",
-                "cgroupfs",
-            ])
-            .args(["--events-backend", "none", "--runtime", RT]);
-        c
-    };
+    let podman = || env.podman();
     let limits = [
         "--network",
         "none",

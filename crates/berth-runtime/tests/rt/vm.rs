@@ -157,21 +157,8 @@ fn podman_runs_microvms_with_berth_runtime() {
     let env = Env::new();
     let d = env.dir.path();
     let podman = || {
-        let mut c = Command::new("podman");
-        c.arg("--root")
-            .arg(d.join("proot"))
-            .arg("--runroot")
-            .arg(d.join("prun"))
-            .arg("--tmpdir")
-            .arg(d.join("ptmp"))
-            .args([
-                "--storage-driver",
-                "overlay",
-                "--cgroup-manager",
-                "cgroupfs",
-            ])
-            .args(["--events-backend", "none", "--runtime", RT])
-            .stdin(Stdio::null());
+        let mut c = env.podman();
+        c.stdin(Stdio::null());
         c
     };
     let run = |c: &mut Command| Run::from(c.output().unwrap());

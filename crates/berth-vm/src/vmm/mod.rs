@@ -193,14 +193,9 @@ pub fn run(mut l: Launch) -> Outcome {
         match started {
             Ok(d) => daemons.push(d),
             Err(e) => {
-                let o = Outcome {
-                    code: 125,
-                    reason: Some(e.to_string()),
-                };
-                report_failure(ready, &o);
                 drop(daemons);
                 let _ = std::fs::remove_dir_all(&run_dir);
-                return o;
+                return failed(ready, e);
             }
         }
     }
@@ -243,19 +238,22 @@ pub fn run(mut l: Launch) -> Outcome {
                 vm.ready = ready;
                 vm.run()
             }
-            Err(e) => {
-                let o = Outcome {
-                    code: 125,
-                    reason: Some(e.to_string()),
-                };
-                report_failure(ready, &o);
-                o
-            }
+            Err(e) => failed(ready, e),
         },
     };
     drop(daemons);
     let _ = std::fs::remove_dir_all(&run_dir);
     outcome
+}
+
+/// The VM could not be started (125), said as [`report_failure`] does.
+fn failed(ready: Option<OwnedFd>, e: VmError) -> Outcome {
+    let o = Outcome {
+        code: 125,
+        reason: Some(e.to_string()),
+    };
+    report_failure(ready, &o);
+    o
 }
 
 /// A failure before the workload ran goes to whoever waits for readiness,
