@@ -295,8 +295,10 @@ impl Agent {
     }
 
     fn start_container(&mut self, start: &proto::Start) -> Result<Session, (i32, String)> {
+        self.trace |= start.trace;
         self.mark("start");
         init::set_clock_and_seed(start.realtime_ns, &start.seed);
+        self.mark("clock set, RNG reseeded");
         crate::net::configure(&start.interfaces).map_err(|e| (125, e.to_string()))?;
         self.mark("network configured");
         for v in &start.volumes {

@@ -192,6 +192,7 @@ impl Engine {
                 interfaces,
                 volumes: volumes.into_iter().map(|(_, v)| v).collect(),
                 root_share: None,
+                trace: false,
             },
             tty: cfg.tty,
             boot_timeout: boot_timeout(accel.accel()),

@@ -219,6 +219,7 @@ fn launch(store: &Store, id: &str) -> Result<berth_vm::vmm::Launch> {
             interfaces,
             volumes: g.volumes.into_iter().map(|(_, v)| v).collect(),
             root_share: Some("berthroot".into()),
+            trace: false,
         },
         tty,
         boot_timeout: Duration::from_secs(30),

@@ -221,6 +221,10 @@ pub struct Start {
     /// the writable disk.
     #[serde(default)]
     pub root_share: Option<String>,
+    /// Print the agent's phase times on the guest's console
+    /// (`BERTH_VM_TRACE`; a restored guest did not boot with `berth.trace`).
+    #[serde(default)]
+    pub trace: bool,
 }
 
 /// A virtiofs tag and where the agent mounts it.

@@ -53,6 +53,7 @@ impl Vm {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0);
+        start.trace |= self.trace.is_some();
         let mut seed = vec![0u8; 64];
         if std::fs::File::open("/dev/urandom")
             .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut seed))
