@@ -66,6 +66,8 @@ fn boot() -> Result<(), AgentError> {
     }
     init::switch_root()?;
     mark("root switched");
+    net::wake_cards();
+    mark("cards up");
     let port = init::open_port(berth_vm::PORT_NAME, std::time::Duration::from_secs(20))?;
     mark("port open");
     let mut a = agent::Agent::new(port, has("test", "panic"), trace)?;

@@ -66,6 +66,20 @@ pub struct Link {
     pub mac: Option<[u8; 6]>,
 }
 
+/// What [`Netlink::configure_links`] makes of one link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkConfig {
+    pub index: i32,
+    pub name: String,
+    /// Whether the link must be renamed to `name` (it must be down then;
+    /// a MAC can change on a running card that allows it, as virtio-net).
+    pub rename: bool,
+    pub mac: [u8; 6],
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: Option<Ipv4Addr>,
+}
+
 /// One netlink message under construction.
 struct Msg {
     buf: Vec<u8>,
@@ -489,7 +503,13 @@ impl Netlink {
         if lo {
             msgs.push(Msg::new(RTM_NEWLINK, NLM_F_ACK).ifinfo(1, IFF_UP, IFF_UP));
         }
-        msgs.push(Msg::new(RTM_NEWLINK, NLM_F_ACK).ifinfo(index, IFF_UP, IFF_UP));
+        msgs.extend(Self::address_msgs(index, addr, prefix, gateway));
+        self.transact(&format!("configuring {addr}/{prefix}"), msgs, &[])
+    }
+
+    /// The link up, its address, and the default route through `gateway`.
+    fn address_msgs(index: i32, addr: Ipv4Addr, prefix: u8, gateway: Option<Ipv4Addr>) -> Vec<Msg> {
+        let mut msgs = vec![Msg::new(RTM_NEWLINK, NLM_F_ACK).ifinfo(index, IFF_UP, IFF_UP)];
         msgs.push(Self::addr_msg(index, addr, prefix));
         if let Some(gw) = gateway {
             let mut m = Msg::new(RTM_NEWROUTE, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL);
@@ -511,7 +531,23 @@ impl Netlink {
                     .attr(RTA_OIF, &(index as u32).to_ne_bytes()),
             );
         }
-        self.transact(&format!("configuring {addr}/{prefix}"), msgs, &[])
+        msgs
+    }
+
+    /// A guest's interfaces in one round trip: loopback up, then each link
+    /// renamed where asked, given its MAC, brought up with its address, and
+    /// the default route where it has a gateway.
+    pub fn configure_links(&mut self, links: &[LinkConfig]) -> Result<()> {
+        let mut msgs = vec![Msg::new(RTM_NEWLINK, NLM_F_ACK).ifinfo(1, IFF_UP, IFF_UP)];
+        for l in links {
+            let mut m = Msg::new(RTM_NEWLINK, NLM_F_ACK).ifinfo(l.index, 0, 0);
+            if l.rename {
+                m = m.attr(IFLA_IFNAME, &cstr(&l.name));
+            }
+            msgs.push(m.attr(IFLA_ADDRESS, &l.mac));
+            msgs.extend(Self::address_msgs(l.index, l.addr, l.prefix, l.gateway));
+        }
+        self.transact("configuring the interfaces", msgs, &[])
     }
 
     /// Deletes the link called `name`; a missing link is not an error.

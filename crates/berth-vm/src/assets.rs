@@ -172,8 +172,11 @@ pub fn is_dynamic_elf(bytes: &[u8]) -> bool {
     false
 }
 
-/// The static agent: `BERTH_AGENT`, else next to this executable, else the
-/// static build of this source tree (`make agent`).
+/// The static agent: `BERTH_AGENT`, else the newest static one of: next
+/// to this executable, the static builds of this source tree (`make agent`
+/// in `target/x86_64-unknown-linux-gnu/`, `make test`'s in `target/agent/`),
+/// `/usr/local/lib/berth/berth-agent`. (Cargo's own `target/<profile>/
+/// berth-agent` is dynamically linked, so it never qualifies.)
 pub fn find_agent() -> Result<PathBuf, VmError> {
     let mut tried: Vec<PathBuf> = Vec::new();
     if let Some(p) = std::env::var_os("BERTH_AGENT") {
@@ -182,19 +185,21 @@ pub fn find_agent() -> Result<PathBuf, VmError> {
         if let Some(dir) = exe.parent() {
             tried.push(dir.join("berth-agent"));
             if let Some(target) = dir.parent() {
-                for profile in ["release", "debug"] {
-                    tried.push(
-                        target
-                            .join("x86_64-unknown-linux-gnu")
-                            .join(profile)
-                            .join("berth-agent"),
-                    );
+                for base in [target.to_path_buf(), target.join("agent")] {
+                    for profile in ["release", "debug"] {
+                        tried.push(
+                            base.join("x86_64-unknown-linux-gnu")
+                                .join(profile)
+                                .join("berth-agent"),
+                        );
+                    }
                 }
             }
         }
         tried.push(PathBuf::from("/usr/local/lib/berth/berth-agent"));
     }
     let mut dynamic = None;
+    let mut best: Option<(std::time::SystemTime, &PathBuf)> = None;
     for p in &tried {
         let Ok(bytes) = std::fs::read(p) else {
             continue;
@@ -203,6 +208,14 @@ pub fn find_agent() -> Result<PathBuf, VmError> {
             dynamic.get_or_insert_with(|| p.clone());
             continue;
         }
+        let built = std::fs::metadata(p)
+            .and_then(|m| m.modified())
+            .unwrap_or(std::time::UNIX_EPOCH);
+        if best.is_none_or(|(t, _)| built > t) {
+            best = Some((built, p));
+        }
+    }
+    if let Some((_, p)) = best {
         return Ok(p.clone());
     }
     match dynamic {

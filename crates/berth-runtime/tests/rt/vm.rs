@@ -18,9 +18,9 @@ fn guest_release() -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
-/// The static agent, built once (into its own target directory) and put
-/// where berth-runtime looks first, next to itself: podman does not pass
-/// our environment (BERTH_AGENT) on to the runtime.
+/// The static agent, built once into `target/agent`, where berth-runtime
+/// finds it (the newest static build of the tree wins): podman does not
+/// pass our environment (BERTH_AGENT) on to the runtime.
 fn agent_ready() -> bool {
     static READY: OnceLock<bool> = OnceLock::new();
     *READY.get_or_init(|| {
@@ -37,10 +37,6 @@ fn agent_ready() -> bool {
             .status()
             .expect("running scripts/build-agent.sh");
         assert!(st.success(), "building the static berth-agent failed");
-        let built = target.join("x86_64-unknown-linux-gnu/debug/berth-agent");
-        let next = Path::new(RT).with_file_name("berth-agent");
-        let _ = std::fs::remove_file(&next);
-        std::os::unix::fs::symlink(&built, &next).unwrap();
         true
     })
 }
