@@ -28,6 +28,12 @@ pub struct Cli {
     /// Use systemd to manage cgroups (not supported)
     #[arg(long = "systemd-cgroup", global = true)]
     pub systemd_cgroup: bool,
+    /// Isolation of every container this invocation creates: container
+    /// (default: the bundle's `run.berth.isolation` annotation decides) or
+    /// vm (for engines that cannot pass annotations: a second runtime
+    /// entry with this argument, e.g. Docker's `runtimeArgs`)
+    #[arg(long, global = true)]
+    pub isolation: Option<String>,
     #[arg(long, hide = true)]
     pub rootless: Option<String>,
     #[arg(long, hide = true)]
@@ -210,6 +216,7 @@ pub enum Cmd {
 /// Long options that take a value (a following argument is theirs).
 const VALUE_FLAGS: &[&str] = &[
     "root",
+    "isolation",
     "log",
     "log-format",
     "rootless",

@@ -25,6 +25,9 @@ use crate::state::{proc_stat, Record, Status, Store};
 
 /// Options of `create` (and `run`).
 pub struct CreateOpts<'a> {
+    /// Run the bundle in a microVM whatever its annotations say
+    /// (`--isolation vm`).
+    pub vm: bool,
     pub id: &'a str,
     pub bundle: Option<&'a Path>,
     pub pid_file: Option<&'a Path>,
@@ -141,7 +144,16 @@ pub struct Created {
 /// `create`; with `foreground` (run without --detach) a terminal is kept
 /// for the caller to relay instead of needing a console socket.
 pub fn create(store: &Store, o: &CreateOpts<'_>, foreground: bool) -> Result<Created> {
-    let b = bundle::load(o.bundle)?;
+    let mut b = bundle::load(o.bundle)?;
+    if o.vm && !crate::vm::is_vm(&b.spec) {
+        let mut ann = b.spec.annotations().clone().unwrap_or_default();
+        ann.insert(bundle::ISOLATION_ANNOTATION.into(), "vm".into());
+        b.spec.set_annotations(Some(ann));
+        crate::vm::preflight(&b.spec).map_err(|e| RuntimeError::Config {
+            bundle: b.dir.clone(),
+            msg: format!("--isolation vm: {e}"),
+        })?;
+    }
     let process = b.spec.process().as_ref().expect("checked by bundle::load");
     let terminal = process.terminal().unwrap_or(false);
     let console = match (terminal, o.console_socket) {

@@ -14,8 +14,9 @@ use berth_runtime::{create, exec, info, lifecycle, log, spec, Result, RuntimeErr
 use clap::Parser;
 use cli::{Cli, Cmd, CreateArgs};
 
-fn create_opts(a: &CreateArgs) -> CreateOpts<'_> {
+fn create_opts<'a>(a: &'a CreateArgs, vm: bool) -> CreateOpts<'a> {
     CreateOpts {
+        vm,
         id: &a.id,
         bundle: a.bundle.as_deref(),
         pid_file: a.pid_file.as_deref(),
@@ -51,13 +52,22 @@ fn dispatch(cli: Cli) -> Result<i32> {
         ));
     }
     let store = Store::new(&cli.root);
+    let vm = match cli.isolation.as_deref() {
+        None | Some("container") | Some("") => false,
+        Some("vm") | Some("microvm") => true,
+        Some(other) => {
+            return Err(RuntimeError::Usage(format!(
+                "--isolation {other:?}: expected container or vm"
+            )))
+        }
+    };
     match cli.cmd {
-        Cmd::Create(a) => create::create(&store, &create_opts(&a), false).map(|_| 0),
+        Cmd::Create(a) => create::create(&store, &create_opts(&a, vm), false).map(|_| 0),
         Cmd::Run {
             create: a,
             detach,
             keep,
-        } => create::run(&store, &create_opts(&a), detach, keep),
+        } => create::run(&store, &create_opts(&a, vm), detach, keep),
         Cmd::Start { id } => create::start(&store, &id).map(|()| 0),
         Cmd::State { id } => info::state(&store, &id).map(|()| 0),
         Cmd::Kill { all, id, signal } => {

@@ -260,6 +260,19 @@ fn containerd_runs_and_execs_with_berth_runtime() {
         .args(["sh", "-c", "echo hello from ctr; exit 3"]));
     assert_eq!(r.code, 3, "{}", r.stderr);
     assert_eq!(r.stdout, "hello from ctr\n");
+    // The same through the annotation that picks a microVM.
+    if crate::vm::agent_ready() {
+        let r = sh(ctr()
+            .args(["run", "--runc-binary", RT, "--rm"])
+            .args(["--annotation", "run.berth.isolation=vm"])
+            .args(["busybox:latest", &id("vm")])
+            .args(["sh", "-c", "uname -r; exit 3"]));
+        assert_eq!(r.code, 3, "{}", r.stderr);
+        assert_eq!(
+            Some(r.stdout.trim().to_string()),
+            crate::vm::guest_release()
+        );
+    }
 
     let b = id("b");
     sh(ctr().args([
@@ -328,8 +341,15 @@ fn docker_runs_with_berth_runtime() {
     std::fs::create_dir_all(&d).unwrap();
     let sock = d.join("docker.sock");
     let log = d.join("dockerd.log");
+    // A second runtime entry for microVMs: this dockerd (API 1.41) cannot
+    // pass annotations, so the runtime gets `--isolation=vm` instead.
+    let conf = d.join("daemon.json");
+    let runtimes = serde_json::json!({"runtimes": {"berth-vm": {"path": RT, "runtimeArgs": ["--isolation=vm"]}}});
+    std::fs::write(&conf, runtimes.to_string()).unwrap();
     let daemon = Daemon(
         Command::new("dockerd")
+            .arg("--config-file")
+            .arg(&conf)
             .arg(format!("--add-runtime=berth={RT}"))
             .arg("--data-root")
             .arg(d.join("data"))
@@ -373,6 +393,16 @@ fn docker_runs_with_berth_runtime() {
         .args(["sh", "-c", "echo hi from docker; id -u; exit 3"]));
     assert_eq!(r.code, 3, "{}", r.stderr);
     assert_eq!(r.stdout, "hi from docker\n0\n");
+    if crate::vm::agent_ready() {
+        let r = sh(docker()
+            .args(["run", "--runtime", "berth-vm", "--rm", "--network", "none"])
+            .args(["busybox:latest", "sh", "-c", "uname -r; exit 3"]));
+        assert_eq!(r.code, 3, "{}", r.stderr);
+        assert_eq!(
+            Some(r.stdout.trim().to_string()),
+            crate::vm::guest_release()
+        );
+    }
 
     sh(docker()
         .args([

@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::common::*;
 
-fn guest_release() -> Option<String> {
+pub(crate) fn guest_release() -> Option<String> {
     std::fs::read_to_string("/var/lib/berth/vm/kernel/release")
         .ok()
         .map(|s| s.trim().to_string())
@@ -21,7 +21,7 @@ fn guest_release() -> Option<String> {
 /// The static agent, built once into `target/agent`, where berth-runtime
 /// finds it (the newest static build of the tree wins): podman does not
 /// pass our environment (BERTH_AGENT) on to the runtime.
-fn agent_ready() -> bool {
+pub(crate) fn agent_ready() -> bool {
     static READY: OnceLock<bool> = OnceLock::new();
     *READY.get_or_init(|| {
         if guest_release().is_none() {
