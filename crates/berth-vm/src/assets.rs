@@ -172,9 +172,11 @@ pub fn is_dynamic_elf(bytes: &[u8]) -> bool {
     false
 }
 
-/// The static agent: `BERTH_AGENT`, else the newest static one of: next
-/// to this executable, the static builds of this source tree (`make agent`
-/// in `target/x86_64-unknown-linux-gnu/`, `make test`'s in `target/agent/`),
+/// The static agent: `BERTH_AGENT`, else the first static one of: next to
+/// this executable, the static builds of this source tree in the running
+/// binary's profile first (a release berth takes `make agent`'s release
+/// build in `target/x86_64-unknown-linux-gnu/release`; a debug one the
+/// debug builds, `make test`'s in `target/agent/` first), then
 /// `/usr/local/lib/berth/berth-agent`. (Cargo's own `target/<profile>/
 /// berth-agent` is dynamically linked, so it never qualifies.)
 pub fn find_agent() -> Result<PathBuf, VmError> {
@@ -185,21 +187,28 @@ pub fn find_agent() -> Result<PathBuf, VmError> {
         if let Some(dir) = exe.parent() {
             tried.push(dir.join("berth-agent"));
             if let Some(target) = dir.parent() {
-                for base in [target.to_path_buf(), target.join("agent")] {
-                    for profile in ["release", "debug"] {
-                        tried.push(
-                            base.join("x86_64-unknown-linux-gnu")
-                                .join(profile)
-                                .join("berth-agent"),
-                        );
-                    }
+                let static_build = |base: &Path, profile: &str| {
+                    base.join("x86_64-unknown-linux-gnu")
+                        .join(profile)
+                        .join("berth-agent")
+                };
+                let release = static_build(target, "release");
+                let debug = [
+                    static_build(&target.join("agent"), "debug"),
+                    static_build(target, "debug"),
+                ];
+                if dir.file_name().is_some_and(|n| n == "release") {
+                    tried.push(release);
+                    tried.extend(debug);
+                } else {
+                    tried.extend(debug);
+                    tried.push(release);
                 }
             }
         }
         tried.push(PathBuf::from("/usr/local/lib/berth/berth-agent"));
     }
     let mut dynamic = None;
-    let mut best: Option<(std::time::SystemTime, &PathBuf)> = None;
     for p in &tried {
         let Ok(bytes) = std::fs::read(p) else {
             continue;
@@ -208,14 +217,6 @@ pub fn find_agent() -> Result<PathBuf, VmError> {
             dynamic.get_or_insert_with(|| p.clone());
             continue;
         }
-        let built = std::fs::metadata(p)
-            .and_then(|m| m.modified())
-            .unwrap_or(std::time::UNIX_EPOCH);
-        if best.is_none_or(|(t, _)| built > t) {
-            best = Some((built, p));
-        }
-    }
-    if let Some((_, p)) = best {
         return Ok(p.clone());
     }
     match dynamic {

@@ -18,9 +18,9 @@ pub(crate) fn guest_release() -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
-/// The static agent, built once into `target/agent`, where berth-runtime
-/// finds it (the newest static build of the tree wins): podman does not
-/// pass our environment (BERTH_AGENT) on to the runtime.
+/// The static agent, built once into `target/agent`, where a debug
+/// berth-runtime looks first: podman does not pass our environment
+/// (BERTH_AGENT) on to the runtime.
 pub(crate) fn agent_ready() -> bool {
     static READY: OnceLock<bool> = OnceLock::new();
     *READY.get_or_init(|| {
