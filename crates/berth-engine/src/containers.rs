@@ -32,26 +32,7 @@ pub fn pid_start_time(pid: i32) -> Option<u64> {
     after.split(' ').nth(19)?.parse().ok()
 }
 
-/// RFC 3339 in UTC for seconds since the epoch.
-pub fn rfc3339(secs: i64) -> String {
-    let days = secs.div_euclid(86400);
-    let rem = secs.rem_euclid(86400);
-    let z = days + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
+pub use berth_sandbox::time::rfc3339;
 
 /// The user to run as: `-u`, else the image's USER, resolved in `rootfs`.
 fn image_user(

@@ -17,6 +17,7 @@ pub mod safepath;
 pub mod seccomp;
 pub mod spawn;
 pub mod sys;
+pub mod time;
 pub mod tty;
 
 pub use cgroup::{Cgroup, CgroupError, Layout};
