@@ -139,10 +139,7 @@ fn preflight(cfg: &ContainerConfig) -> Result<(), EngineError> {
         }
         crate::network::Mode::None | crate::network::Mode::Network(_) => {}
     }
-    berth_vm::assets::Kernel::find(&berth_vm::assets::vm_dir()).map_err(vm_err)?;
-    berth_vm::assets::find_agent().map_err(vm_err)?;
-    berth_vm::qemu::check().map_err(vm_err)?;
-    Ok(())
+    berth_vm::assets::check_host().map_err(vm_err)
 }
 
 /// For a VM, the bundle's resources are the VMM's cgroup on the host (guest
@@ -327,17 +324,21 @@ impl VmmCommand {
     }
 }
 
+/// The socket `exec`, `stats` and `top` reach a VM's host process on;
+/// `None` for containers.
+fn api_socket(run_root: &Path, row: &ContainerRow) -> Option<PathBuf> {
+    let cfg: ContainerConfig = serde_json::from_str(&row.config).ok()?;
+    is_vm(&cfg).then(|| run_dir(run_root, &row.id).join("api.sock"))
+}
+
 /// A VM's usage from inside its guest; `None` for containers.
 pub(crate) fn usage(run_root: &Path, row: &ContainerRow) -> Option<berth_sandbox::cgroup::Usage> {
-    let cfg: ContainerConfig = serde_json::from_str(&row.config).ok()?;
-    if !is_vm(&cfg) {
-        return None;
-    }
+    let sock = api_socket(run_root, row)?;
     if row.state == "paused" {
         // A frozen VM cannot answer; it uses nothing meanwhile.
         return Some(Default::default());
     }
-    let s = berth_vm::client::stats(&run_dir(run_root, &row.id).join("api.sock")).ok();
+    let s = berth_vm::client::stats(&sock).ok();
     Some(
         s.map_or_else(Default::default, |s| berth_sandbox::cgroup::Usage {
             cpu_ns: s.cpu_ns,
@@ -353,17 +354,13 @@ pub(crate) fn top(
     run_root: &Path,
     row: &ContainerRow,
 ) -> Option<Result<Vec<berth_sandbox::procfs::ProcInfo>, EngineError>> {
-    let cfg: ContainerConfig = serde_json::from_str(&row.config).ok()?;
-    if !is_vm(&cfg) {
-        return None;
-    }
+    let sock = api_socket(run_root, row)?;
     if row.state == "paused" {
         return Some(Err(EngineError::Invalid(format!(
             "container {} is a paused VM: its guest cannot answer until it is unpaused",
             row.name
         ))));
     }
-    let sock = run_dir(run_root, &row.id).join("api.sock");
     Some(
         berth_vm::client::top(&sock)
             .map(|t| t.processes)

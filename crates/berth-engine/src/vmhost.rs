@@ -103,18 +103,17 @@ impl Engine {
             .join_self_single_threaded()?;
 
         let vm_dir = berth_vm::assets::vm_dir();
-        let kernel = berth_vm::assets::Kernel::find(&vm_dir).map_err(vm_err)?;
-        let agent = berth_vm::assets::find_agent().map_err(vm_err)?;
         let fs = ImageFs::choose();
         let mods: Vec<&str> = berth_vm::assets::GUEST_MODULES
             .iter()
             .copied()
             .filter(|m| *m != "erofs" || fs == ImageFs::Erofs)
             .collect();
-        let modules = kernel.module_files(&mods).map_err(vm_err)?;
-        let initrd = berth_vm::assets::initramfs(&vm_dir, &agent, &modules).map_err(vm_err)?;
-        let floor = berth_vm::assets::initramfs(&vm_dir, &agent, &[]).map_err(vm_err)?;
-        let accel = berth_vm::accel::choose(&vm_dir, &kernel, &floor).map_err(vm_err)?;
+        let berth_vm::assets::Boot {
+            kernel,
+            initrd,
+            accel,
+        } = berth_vm::assets::boot(&vm_dir, &mods).map_err(vm_err)?;
 
         let rdir = run_dir(&self.run_root, id);
         let img = self
@@ -146,9 +145,6 @@ impl Engine {
             volumes,
         } = berth_vm::guest::guest_spec(&host_spec, cfg.pids_limit, !interfaces.is_empty())
             .map_err(vm_err)?;
-        if !volumes.is_empty() {
-            berth_vm::virtiofs::binary().map_err(vm_err)?;
-        }
         let shares = volumes
             .iter()
             .enumerate()

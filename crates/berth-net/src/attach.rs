@@ -139,13 +139,20 @@ pub fn attach_guest(
     create_pair(host, ns, bridge_index, ep)?;
     let wired = (|| {
         let link = inner_link(ns, ep)?;
-        let br = ns.nl.create_plain_bridge(&guest_bridge(position))?;
-        ns.nl.set_master(link.index, br)
+        guest_port(&mut ns.nl, link.index, position)
     })();
     if wired.is_err() {
         let _ = host.delete_link(&ep.host_if);
     }
     wired
+}
+
+/// In a microVM's plumbing namespace (`nl`'s): the link `index` becomes
+/// the port of the `position`-th network's bridge, where [`guest_tap`]
+/// adds the VMM's TAP device.
+pub fn guest_port(nl: &mut Netlink, index: i32, position: u32) -> Result<()> {
+    let br = nl.create_plain_bridge(&guest_bridge(position))?;
+    nl.set_master(index, br)
 }
 
 /// The bridge in a microVM's namespace for its `position`-th network.

@@ -36,9 +36,7 @@ fn vm_err(e: berth_vm::VmError) -> RuntimeError {
 /// What a VM needs on this host: the guest kernel, the agent, QEMU and
 /// virtiofsd (the rootfs is shared with it). Checked at `create`.
 pub fn preflight(spec: &Spec) -> Result<()> {
-    berth_vm::assets::Kernel::find(&berth_vm::assets::vm_dir()).map_err(vm_err)?;
-    berth_vm::assets::find_agent().map_err(vm_err)?;
-    berth_vm::qemu::check().map_err(vm_err)?;
+    berth_vm::assets::check_host().map_err(vm_err)?;
     berth_vm::virtiofs::binary().map_err(vm_err)?;
     let ns = spec.linux().as_ref().and_then(|l| l.namespaces().clone());
     if !ns
@@ -153,14 +151,11 @@ fn launch(store: &Store, id: &str) -> Result<berth_vm::vmm::Launch> {
     let rec = store.load(id)?;
     let spec = &rec.config;
     let vm_dir = berth_vm::assets::vm_dir();
-    let kernel = berth_vm::assets::Kernel::find(&vm_dir).map_err(vm_err)?;
-    let agent = berth_vm::assets::find_agent().map_err(vm_err)?;
-    let modules = kernel
-        .module_files(berth_vm::assets::GUEST_MODULES)
-        .map_err(vm_err)?;
-    let initrd = berth_vm::assets::initramfs(&vm_dir, &agent, &modules).map_err(vm_err)?;
-    let floor = berth_vm::assets::initramfs(&vm_dir, &agent, &[]).map_err(vm_err)?;
-    let accel = berth_vm::accel::choose(&vm_dir, &kernel, &floor).map_err(vm_err)?;
+    let berth_vm::assets::Boot {
+        kernel,
+        initrd,
+        accel,
+    } = berth_vm::assets::boot(&vm_dir, berth_vm::assets::GUEST_MODULES).map_err(vm_err)?;
     let (nics, interfaces) = guest_network(spec)?;
     let pids = spec
         .linux()
@@ -280,8 +275,7 @@ fn wire_namespace() -> berth_net::Result<Wired> {
         port_mac[5] ^= 0x01;
         nl.set_down(link.index)?;
         nl.rename(link.index, &link.name, port_mac)?;
-        let br = nl.create_plain_bridge(&berth_net::attach::guest_bridge(position))?;
-        nl.set_master(link.index, br)?;
+        berth_net::attach::guest_port(&mut nl, link.index, position)?;
         nics.push(berth_net::attach::guest_tap(position)?);
         ifs.push(berth_vm::proto::Interface {
             card: position as usize,

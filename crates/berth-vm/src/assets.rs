@@ -231,6 +231,37 @@ pub fn find_agent() -> Result<PathBuf, VmError> {
     }
 }
 
+/// Whether this host can run VMs at all: the guest kernel, the agent and
+/// QEMU (the error names what is missing and how to get it).
+pub fn check_host() -> Result<(), VmError> {
+    Kernel::find(&vm_dir())?;
+    find_agent()?;
+    crate::qemu::check()
+}
+
+/// What a VM boots with: the guest kernel, an initramfs holding the agent
+/// and `modules` (with their dependencies), and the accelerator (probed
+/// once, booting the agent-only initramfs).
+pub struct Boot {
+    pub kernel: Kernel,
+    pub initrd: PathBuf,
+    pub accel: crate::accel::Choice,
+}
+
+pub fn boot(vm_dir: &Path, modules: &[&str]) -> Result<Boot, VmError> {
+    let kernel = Kernel::find(vm_dir)?;
+    let agent = find_agent()?;
+    let files = kernel.module_files(modules)?;
+    let initrd = initramfs(vm_dir, &agent, &files)?;
+    let floor = initramfs(vm_dir, &agent, &[])?;
+    let accel = crate::accel::choose(vm_dir, &kernel, &floor)?;
+    Ok(Boot {
+        kernel,
+        initrd,
+        accel,
+    })
+}
+
 /// A newc ("070701") cpio archive, as the kernel unpacks into its rootfs.
 #[derive(Default)]
 pub struct Cpio {

@@ -53,14 +53,18 @@ pub fn binary() -> Result<PathBuf, VmError> {
 
 /// Whether `bin` is the Rust virtiofsd (`--shared-dir`) rather than
 /// QEMU's C one (`-o source=`).
+/// Asked once per process (a VM may have several volumes).
 fn is_rust_virtiofsd(bin: &Path) -> bool {
-    Command::new(bin)
-        .arg("--help")
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).contains("--shared-dir"))
-        .unwrap_or(false)
+    static RUST: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *RUST.get_or_init(|| {
+        Command::new(bin)
+            .arg("--help")
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).contains("--shared-dir"))
+            .unwrap_or(false)
+    })
 }
 
 /// A running virtiofsd; killed (and reaped) when dropped.

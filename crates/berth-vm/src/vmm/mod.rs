@@ -186,11 +186,15 @@ pub fn run(mut l: Launch) -> Outcome {
     let mut outcome = None;
     // Kept until the VM is gone; each also exits when QEMU disconnects.
     let mut daemons = Vec::new();
+    if !l.machine.shares.is_empty() {
+        // vhost-user devices cannot be restored from a snapshot.
+        l.snapshots = None;
+        if let Err(e) = std::fs::create_dir_all(&run_dir) {
+            return failed(ready, io_err(format!("creating {}", run_dir.display()))(e));
+        }
+    }
     for (share, sock) in &l.machine.shares {
-        let started = std::fs::create_dir_all(&run_dir)
-            .map_err(io_err(format!("creating {}", run_dir.display())))
-            .and_then(|()| crate::virtiofs::start(share, sock));
-        match started {
+        match crate::virtiofs::start(share, sock) {
             Ok(d) => daemons.push(d),
             Err(e) => {
                 drop(daemons);
@@ -198,9 +202,6 @@ pub fn run(mut l: Launch) -> Outcome {
                 return failed(ready, e);
             }
         }
-    }
-    if !l.machine.shares.is_empty() {
-        l.snapshots = None;
     }
     if let Some(dir) = l.snapshots.clone() {
         let ctl = run_dir.join("ctl.sock");
