@@ -399,6 +399,7 @@ impl Agent {
             cgroup: None,
             stdio,
             seccomp_cache: Some(Path::new(SECCOMP_CACHE)),
+            preserve_fds: 0,
         });
         match started {
             Ok(st) => {

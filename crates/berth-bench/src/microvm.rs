@@ -32,8 +32,9 @@ fn floor() -> Result<Floor> {
     let kernel = berth_vm::assets::Kernel::find(&vm_dir)?;
     let agent = berth_vm::assets::find_agent()?;
     berth_vm::qemu::check()?;
-    let initrd = berth_vm::assets::initramfs(&vm_dir, &agent, &[])?;
-    let accel = berth_vm::accel::choose(&vm_dir, &kernel, &initrd)?;
+    let floor = berth_vm::assets::initramfs(&agent, &[])?;
+    let initrd = floor.path.clone();
+    let accel = berth_vm::accel::choose(&berth_vm::cache::dir(), &kernel, &initrd)?;
     Ok(Floor {
         kernel,
         initrd,

@@ -24,13 +24,13 @@ pub fn cgroups_path(id: &str) -> String {
     format!("/berth/{id}")
 }
 
-/// Start time of a process in clock ticks since boot (field 22 of
-/// /proc/PID/stat), to tell a PID from a later process that reused it.
+/// Start time of a process in clock ticks since boot, to tell a PID from a
+/// later process that reused it.
 pub fn pid_start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 2..];
-    after.split(' ').nth(19)?.parse().ok()
+    berth_sandbox::procfs::stat(pid).map(|(start, _)| start)
 }
+
+pub use berth_sandbox::procfs::alive;
 
 pub use berth_sandbox::time::rfc3339;
 
@@ -350,7 +350,7 @@ impl Engine {
                 );
             }
             for _ in 0..2000 {
-                if pid_start_time(row.pid) != Some(row.pid_start) {
+                if !alive(row.pid, row.pid_start) {
                     break;
                 }
                 std::thread::sleep(std::time::Duration::from_millis(5));

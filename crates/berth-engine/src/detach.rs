@@ -64,7 +64,7 @@ impl Engine {
         self.db().set_stop_requested(&row.id, false)?;
         let cfg = Self::config_of(&row);
         self.ensure_rootfs(&row)?;
-        let exe = std::env::current_exe().map_err(io_err("finding the berth binary"))?;
+        let exe = berth_sandbox::seal::current_exe().map_err(io_err("finding the berth binary"))?;
         let monitor = exe.with_file_name("berth-monitor");
         let mut argv = vec![cstr(&monitor)];
         for (k, v) in [

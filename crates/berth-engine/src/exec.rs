@@ -142,6 +142,7 @@ impl Engine {
                 cgroup: None,
                 stdio,
                 seccomp_cache: Some(&cache),
+                preserve_fds: 0,
             })?;
             events::emit(
                 &self.root,

@@ -11,7 +11,7 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use crate::config::ContainerConfig;
-use crate::containers::{cgroups_path, pid_start_time};
+use crate::containers::{alive, cgroups_path, pid_start_time};
 use crate::db::ContainerRow;
 use crate::{events, io_err, now, rootfs, Engine, EngineError};
 
@@ -44,10 +44,6 @@ pub fn exit_code(raw: i32) -> i32 {
     } else {
         255
     }
-}
-
-fn is_alive(pid: i32, start: u64) -> bool {
-    pid > 0 && pid_start_time(pid) == Some(start)
 }
 
 impl Engine {
@@ -292,10 +288,10 @@ impl Engine {
             let _ = nix::sys::signal::kill(pid, sig);
         }
         let deadline = Instant::now() + Duration::from_secs(timeout as u64);
-        while is_alive(row.pid, row.pid_start) && Instant::now() < deadline {
+        while alive(row.pid, row.pid_start) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
-        if is_alive(row.pid, row.pid_start) {
+        if alive(row.pid, row.pid_start) {
             cgroup.kill_all();
         }
         events::emit(&self.root, &row, "stop", &[]);

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use berth_net::netlink::Netlink;
 use berth_net::netns;
 
-use crate::containers::pid_start_time;
+use crate::containers::alive;
 use crate::netdb::{self, NetworkRow};
 use crate::network::DEFAULT_NETWORK;
 use crate::reconcile::Report;
@@ -24,10 +24,6 @@ fn read_pid(path: &Path) -> Option<(i32, u64)> {
     let pid = it.next()?.parse().ok()?;
     let start = it.next()?.parse().ok()?;
     Some((pid, start))
-}
-
-fn alive(pid: i32, start: u64) -> bool {
-    pid > 0 && pid_start_time(pid) == Some(start)
 }
 
 impl Engine {
@@ -74,7 +70,7 @@ impl Engine {
         if read_pid(&pid_file).is_some_and(|(p, s)| alive(p, s)) {
             return Ok(());
         }
-        let exe = std::env::current_exe().map_err(io_err("finding the berth binary"))?;
+        let exe = berth_sandbox::seal::current_exe().map_err(io_err("finding the berth binary"))?;
         let bin = exe.with_file_name("berth-dns");
         let log = std::fs::File::create(dir.join("dns.log")).map_err(io_err(format!(
             "creating {}",

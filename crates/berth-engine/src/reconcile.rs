@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::containers::{cgroups_path, pid_start_time};
+use crate::containers::{alive, cgroups_path};
 use crate::db::ContainerRow;
 use crate::{events, now, rootfs, Engine, EngineError};
 
@@ -25,10 +25,6 @@ const LOST_MONITOR: &str =
 const LOST_PROCESS: &str =
     "container process is gone (its berth process was killed or the host restarted)";
 
-fn alive(pid: i32, start: u64) -> bool {
-    pid > 0 && pid_start_time(pid) == Some(start)
-}
-
 impl Engine {
     /// Updates `r` (and its record) when its process is gone. A container
     /// whose monitor is alive is left to the monitor.
@@ -46,9 +42,11 @@ impl Engine {
         } else {
             LOST_PROCESS
         };
-        self.db().set_exited(&r.id, 255, false, error, now())?;
+        let finished = now();
+        self.db().set_exited(&r.id, 255, false, error, finished)?;
         events::emit(&self.root, r, "die", &[("exitCode", "255".into())]);
         r.state = "exited".into();
+        r.finished_at = finished;
         r.exit_code = 255;
         r.error = error.into();
         r.pid = 0;

@@ -230,7 +230,7 @@ pub(crate) struct VmmCommand {
 impl Engine {
     pub(crate) fn vmm_command(&self, id: &str) -> Result<VmmCommand, EngineError> {
         Ok(VmmCommand {
-            exe: std::env::current_exe().map_err(io_err("finding the berth binary"))?,
+            exe: berth_sandbox::seal::current_exe().map_err(io_err("finding the berth binary"))?,
             root: self.root.clone(),
             run_root: self.run_root.clone(),
             id: id.to_string(),
@@ -421,8 +421,10 @@ pub(crate) fn inspect(
     let kernel = berth_vm::assets::Kernel::find(&vm_dir).ok();
     let accel = kernel
         .as_ref()
-        .and_then(|k| berth_vm::accel::describe(&vm_dir, k));
+        .and_then(|k| berth_vm::accel::describe(&berth_vm::cache::dir(), k));
+    let start = std::fs::read_to_string(dir.join("vm-start")).ok();
     v["VM"] = json!({
+        "Start": start,
         "MemoryMiB": mem,
         "VMMOverheadMiB": berth_vm::VMM_OVERHEAD_MIB,
         "VCPUs": cpus,
@@ -463,8 +465,8 @@ pub fn info_lines() -> Vec<String> {
         out.push(format!("MicroVM: unavailable: {e}"));
         return out;
     }
-    let floor = berth_vm::assets::initramfs(&vm_dir, &agent, &[]);
-    match floor.and_then(|f| berth_vm::accel::choose(&vm_dir, &kernel, &f)) {
+    let floor = berth_vm::assets::initramfs(&agent, &[]);
+    match floor.and_then(|f| berth_vm::accel::choose(&berth_vm::cache::dir(), &kernel, &f.path)) {
         Ok(c) => {
             out.push(format!(
                 "MicroVM accelerator: {} ({})",

@@ -113,6 +113,7 @@ impl Engine {
             kernel,
             initrd,
             accel,
+            held,
         } = berth_vm::assets::boot(&vm_dir, &mods).map_err(vm_err)?;
 
         let rdir = run_dir(&self.run_root, id);
@@ -152,7 +153,8 @@ impl Engine {
             .collect();
         // Compiled here: libseccomp in an emulated guest takes 100-200 ms.
         let seccomp_cache =
-            berth_vm::guest::seccomp_program(&spec, &kernel.release, &vm_dir).map_err(vm_err)?;
+            berth_vm::guest::seccomp_program(&spec, &kernel.release, &berth_vm::cache::dir())
+                .map_err(vm_err)?;
         let (memory_mib, vcpus) = guest_size(&cfg);
         let append: Vec<String> = std::env::var("BERTH_VM_KERNEL_ARGS")
             .unwrap_or_default()
@@ -194,7 +196,9 @@ impl Engine {
             boot_timeout: boot_timeout(accel.accel()),
             ready: None,
             // Extra kernel arguments (debugging, tests) mean a fresh boot.
-            snapshots: restore.then(|| vm_dir.clone()),
+            snapshots: restore.then(berth_vm::cache::dir),
+            held: vec![held],
+            start_note: Some(dir.join("vm-start")),
         })
     }
 }

@@ -69,17 +69,8 @@ pub(crate) fn prepare_fds(preserve: u32) -> Result<()> {
         berth_sandbox::sys::set_cloexec(fd, false)
             .map_err(io_err(format!("--preserve-fds: descriptor {fd}")))?;
     }
-    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
-        .map_err(io_err("listing /proc/self/fd"))?
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .filter(|fd| *fd >= keep_below)
-        .collect();
-    for fd in fds {
-        // The directory listing's own descriptor is gone by now: EBADF is fine.
-        let _ = berth_sandbox::sys::set_cloexec(fd, true);
-    }
-    Ok(())
+    berth_sandbox::fds::cloexec_from(keep_below)
+        .map_err(io_err("marking descriptors close-on-exec"))
 }
 
 /// The spec's resources plus, as runc, device rules allowing the spec's
@@ -228,6 +219,7 @@ pub fn create(store: &Store, o: &CreateOpts<'_>, foreground: bool) -> Result<Cre
                 exec_gate: Some(gate),
                 hook_state: Some(hook_state),
                 no_pivot: o.no_pivot,
+                preserve_fds: o.preserve_fds,
             },
         )?
     };

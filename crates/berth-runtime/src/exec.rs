@@ -169,6 +169,7 @@ pub fn exec(store: &Store, id: &str, o: &ExecOpts) -> Result<i32> {
             ..Stdio::default()
         },
         seccomp_cache: Some(&cache),
+        preserve_fds: o.preserve_fds,
     })?;
     let mut pty = started.pty_master;
     if let (Some(sock), Some(master)) = (&console, &pty) {

@@ -51,6 +51,18 @@ fn dispatch(cli: Cli) -> Result<i32> {
             "--systemd-cgroup: the systemd cgroup driver is not supported; berth-runtime manages cgroupfs itself (leave the option off)".into(),
         ));
     }
+    if matches!(cli.cmd, Cmd::Create(_) | Cmd::Run { .. } | Cmd::Exec(_)) {
+        // What enters a container never exposes the host binary
+        // (CVE-2019-5736): returns only when already sealed.
+        berth_sandbox::seal::reexec_sealed().map_err(|source| RuntimeError::Io {
+            what: "running from a sealed copy of the berth-runtime binary".into(),
+            source,
+        })?;
+    }
+    // Nothing our caller left open reaches a hook, QEMU or a container by
+    // accident (after the re-exec, which keeps them); `--preserve-fds`
+    // reopens its range on purpose.
+    berth_sandbox::fds::seal_inherited();
     let store = Store::new(&cli.root);
     let vm = match cli.isolation.as_deref() {
         None | Some("container") | Some("") => false,

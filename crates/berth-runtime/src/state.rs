@@ -74,13 +74,7 @@ pub fn check_id(id: &str) -> Result<()> {
 }
 
 /// Start time (clock ticks since boot) and state letter of a process.
-pub fn proc_stat(pid: i32) -> Option<(u64, char)> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 2..];
-    let state = after.chars().next()?;
-    let start = after.split(' ').nth(19)?.parse().ok()?;
-    Some((start, state))
-}
+pub use berth_sandbox::procfs::stat as proc_stat;
 
 pub struct Store {
     pub root: PathBuf,
@@ -186,9 +180,7 @@ impl Record {
 
     /// Whether the init process still lives (and is not a zombie).
     pub fn alive(&self) -> bool {
-        self.pid > 0
-            && proc_stat(self.pid)
-                .is_some_and(|(start, st)| start == self.pid_start && st != 'Z' && st != 'X')
+        berth_sandbox::procfs::alive(self.pid, self.pid_start)
     }
 
     pub fn status(&self) -> Status {

@@ -155,6 +155,7 @@ fn launch(store: &Store, id: &str) -> Result<berth_vm::vmm::Launch> {
         kernel,
         initrd,
         accel,
+        held,
     } = berth_vm::assets::boot(&vm_dir, berth_vm::assets::GUEST_MODULES).map_err(vm_err)?;
     let (nics, interfaces) = guest_network(spec)?;
     let pids = spec
@@ -179,7 +180,8 @@ fn launch(store: &Store, id: &str) -> Result<berth_vm::vmm::Launch> {
         shares.push((share.clone(), rdir.join(format!("fs{i}.sock"))));
     }
     let seccomp_cache =
-        berth_vm::guest::seccomp_program(&g.spec, &kernel.release, &vm_dir).map_err(vm_err)?;
+        berth_vm::guest::seccomp_program(&g.spec, &kernel.release, &berth_vm::cache::dir())
+            .map_err(vm_err)?;
     let (memory_mib, vcpus) = guest_size(spec);
     let tty = spec
         .process()
@@ -221,6 +223,8 @@ fn launch(store: &Store, id: &str) -> Result<berth_vm::vmm::Launch> {
         ready: None,
         // The root is a vhost-user device: a snapshot cannot carry it.
         snapshots: None,
+        held: vec![held],
+        start_note: None,
     })
 }
 
@@ -316,7 +320,8 @@ pub fn cleanup(store: &Store, id: &str) {
 
 /// The host process's command line, for `create`.
 pub fn host_command(store: &Store, id: &str, gate: i32) -> Result<std::process::Command> {
-    let exe = std::env::current_exe().map_err(io_err("finding the berth-runtime binary"))?;
+    let exe =
+        berth_sandbox::seal::current_exe().map_err(io_err("finding the berth-runtime binary"))?;
     let mut c = std::process::Command::new(exe);
     c.arg("--root")
         .arg(&store.root)

@@ -208,6 +208,9 @@ pub(crate) struct Tail<'a> {
     /// The exec fifo (opened read-write): wait here for `start`.
     pub gate: Option<OwnedFd>,
     pub start_hooks: &'a [Hook],
+    /// Descriptors 3..3+n that the caller passes on purpose (runc's
+    /// `--preserve-fds`); every other one is closed before exec.
+    pub preserve_fds: u32,
 }
 
 pub(crate) enum ChildFailure {
@@ -314,6 +317,17 @@ pub(crate) fn finish(
             }
         }
     }
+    // Nothing of the runtime's crosses into the container: its caller's
+    // descriptors, its database, directories and sockets (CVE-2024-21626).
+    // Closed before the working directory is entered, so `-w /proc/self/fd/N`
+    // cannot land outside the rootfs.
+    let mut keep: Vec<i32> = (3..3 + t.preserve_fds as i32).collect();
+    keep.push(sock.as_raw_fd());
+    keep.extend(t.gate.as_ref().map(|g| g.as_raw_fd()));
+    crate::fds::close_except(&keep).map_err(|source| SetupError {
+        step: "closing the runtime's descriptors".into(),
+        source,
+    })?;
     if let Some((class, level)) = t.ioprio {
         crate::sys::set_ioprio(class, level).map_err(|source| SetupError {
             step: "setting process.ioPriority".into(),

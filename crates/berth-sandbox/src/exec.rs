@@ -16,6 +16,7 @@
 //!     cgroup: None,                  // None: the cgroup init_pid is in
 //!     stdio: berth_sandbox::Stdio::default(), // inherit ours; or pipes, or a pty
 //!     seccomp_cache: None,
+//!     preserve_fds: 0,               // none of ours crosses over
 //! })?;
 //! // started.pid is our child: wait for it with waitpid.
 //! # let _ = started; Ok(()) }
@@ -76,6 +77,9 @@ pub struct ExecOptions<'a> {
     pub stdio: Stdio,
     /// Where compiled seccomp programs are cached (see [`crate::SpawnOptions`]).
     pub seccomp_cache: Option<&'a Path>,
+    /// Descriptors 3..3+n go into the container (runc's `--preserve-fds`);
+    /// every other descriptor above 2 is closed before exec.
+    pub preserve_fds: u32,
 }
 
 /// The order namespaces are entered in: user first, mount last.
@@ -163,6 +167,7 @@ pub fn exec(opts: ExecOptions<'_>) -> Result<Started, SpawnError> {
         ioprio: child::io_priority(process),
         gate: None,
         start_hooks: &no_hooks,
+        preserve_fds: opts.preserve_fds,
     };
     let (parent_sock, child_sock) = socketpair(
         AddressFamily::Unix,
@@ -171,6 +176,9 @@ pub fn exec(opts: ExecOptions<'_>) -> Result<Started, SpawnError> {
         SockFlag::SOCK_CLOEXEC,
     )
     .map_err(|e| io_err("creating the sync socket".into())(e.into()))?;
+    // Born not dumpable, so the container's processes cannot open this
+    // process's /proc/PID/exe (the host binary) or fds before it execs.
+    crate::fds::set_undumpable().map_err(io_err("making the runtime undumpable".into()))?;
     let entered = ParentJoin::enter(&pid_ns)?;
     let cloned = crate::sys::clone_fork(0);
     if let Ok(None) = cloned {

@@ -7,6 +7,7 @@
 pub mod cgroup;
 mod child;
 pub mod exec;
+pub mod fds;
 pub mod foreground;
 pub mod hooks;
 pub mod mount_extra;
@@ -14,6 +15,7 @@ pub mod mounts;
 pub mod process;
 pub mod procfs;
 pub mod safepath;
+pub mod seal;
 pub mod seccomp;
 pub mod spawn;
 pub mod sys;

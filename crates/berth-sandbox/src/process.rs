@@ -187,7 +187,10 @@ impl ProcessPlan {
                 .map_err(fail("setting oom_score_adj"))?;
         }
         if !self.cwd.exists() {
-            std::fs::create_dir_all(&self.cwd).map_err(fail("creating the working directory"))?;
+            std::fs::create_dir_all(&self.cwd).map_err(|source| SetupError {
+                step: format!("creating the working directory {}", self.cwd.display()),
+                source,
+            })?;
         }
         if let Some(caps) = &self.caps {
             for c in caps::all() {
@@ -211,6 +214,17 @@ impl ProcessPlan {
         nix::sys::prctl::set_keepcaps(false).map_err(nfail("keeping capabilities"))?;
         // chdir as the user, so a directory it may not enter is refused as on Docker.
         nix::unistd::chdir(&self.cwd).map_err(nfail("entering the working directory"))?;
+        // A directory outside the container's root (reached through a
+        // descriptor or a mount it should not have) has no path from it.
+        if !nix::unistd::getcwd().is_ok_and(|p| p.is_absolute()) {
+            return Err(SetupError {
+                step: format!(
+                    "the working directory {} is outside the container",
+                    self.cwd.display()
+                ),
+                source: io::Error::from_raw_os_error(libc::EPERM),
+            });
+        }
         if let Some(mask) = self.umask {
             nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
         }

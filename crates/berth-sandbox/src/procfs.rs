@@ -29,6 +29,24 @@ fn clock_ticks() -> u64 {
         .unwrap_or(100)
 }
 
+/// Start time (clock ticks since boot, field 22 of /proc/PID/stat: it
+/// tells a PID from a later process that reused it) and state letter of
+/// process `pid`.
+pub fn stat(pid: i32) -> Option<(u64, char)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.get(stat.rfind(')')? + 2..)?;
+    let state = after.chars().next()?;
+    let start = after.split(' ').nth(19)?.parse().ok()?;
+    Some((start, state))
+}
+
+/// Whether `pid` is still the process that started at `start` and has not
+/// exited: a zombie (`Z`, or `X` while it is reaped) has, even while a slow
+/// reaper leaves its PID and start time in /proc.
+pub fn alive(pid: i32, start: u64) -> bool {
+    pid > 0 && stat(pid).is_some_and(|(s, st)| s == start && st != 'Z' && st != 'X')
+}
+
 /// When this kernel booted, seconds since the epoch.
 pub fn boot_time() -> i64 {
     std::fs::read_to_string("/proc/stat")

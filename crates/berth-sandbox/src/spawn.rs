@@ -107,6 +107,9 @@ pub struct SpawnExtras {
     pub hook_state: Option<serde_json::Value>,
     /// Enter the rootfs with `MS_MOVE` + chroot instead of pivot_root.
     pub no_pivot: bool,
+    /// Descriptors 3..3+n go into the container (runc's `--preserve-fds`);
+    /// every other descriptor above 2 is closed before exec.
+    pub preserve_fds: u32,
 }
 
 struct Plan<'a> {
@@ -424,6 +427,7 @@ pub fn spawn_with(opts: SpawnOptions<'_>, extras: SpawnExtras) -> Result<Started
             ioprio: child::io_priority(process),
             gate: extras.exec_gate,
             start_hooks: &start_container,
+            preserve_fds: extras.preserve_fds,
         },
         state: state.clone(),
     };
@@ -437,6 +441,9 @@ pub fn spawn_with(opts: SpawnOptions<'_>, extras: SpawnExtras) -> Result<Started
     .map_err(|e| io_err("creating the sync socket")(e.into()))?;
 
     let entered = ParentJoin::enter(&parent_join)?;
+    // The child is born not dumpable (the flag is copied with the address
+    // space) and stays so until it execs the workload: see crate::fds.
+    crate::fds::set_undumpable().map_err(io_err("making the runtime undumpable"))?;
     let cloned = crate::sys::clone_fork(flags.bits());
     if let Ok(None) = cloned {
         drop(parent_sock);

@@ -278,3 +278,49 @@ pub fn borrow_fd(fd: RawFd) -> BorrowedFd<'static> {
     // stay open for the rest of its (short) life.
     unsafe { BorrowedFd::borrow_raw(fd) }
 }
+
+/// `close_range(2)` over `first..=last` with `flags` (0 closes them,
+/// `CLOSE_RANGE_CLOEXEC` only marks them close-on-exec). `ENOSYS` on
+/// kernels older than 5.9 (5.11 for the flag): callers fall back.
+pub fn close_range(first: u32, last: u32, flags: u32) -> io::Result<()> {
+    // SAFETY: close_range takes integers only and touches nothing but this
+    // process's descriptor table. Callers own (or mean to close) every
+    // descriptor in the range: no Rust object is left owning a closed one
+    // that it will use again (the range excludes what the caller keeps).
+    let ret = unsafe { libc::syscall(libc::SYS_close_range, first, last, flags) };
+    if ret == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `close(2)` of a descriptor number nobody owns as a Rust object (the
+/// `close_range` fallback); errors are ignored.
+pub fn close_raw(fd: RawFd) {
+    // SAFETY: as for close_range: the caller closes a number it does not
+    // keep, and no Rust owner will use it again.
+    unsafe {
+        libc::close(fd);
+    }
+}
+
+/// `open_tree(AT_FDCWD, path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC)`: a
+/// detached copy of the mount at `path` (a bind of just that file when
+/// `path` is a file), as an `O_PATH` descriptor.
+pub fn open_tree_clone(path: &CStr) -> io::Result<OwnedFd> {
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    // SAFETY: `path` is a live NUL-terminated string the kernel only reads;
+    // the other arguments are integers.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+        )
+    };
+    if ret == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(own_fd(ret as RawFd))
+}

@@ -183,7 +183,7 @@ pub fn find_agent() -> Result<PathBuf, VmError> {
     let mut tried: Vec<PathBuf> = Vec::new();
     if let Some(p) = std::env::var_os("BERTH_AGENT") {
         tried.push(PathBuf::from(p));
-    } else if let Ok(exe) = std::env::current_exe() {
+    } else if let Ok(exe) = berth_sandbox::seal::current_exe() {
         if let Some(dir) = exe.parent() {
             tried.push(dir.join("berth-agent"));
             if let Some(target) = dir.parent() {
@@ -246,19 +246,25 @@ pub struct Boot {
     pub kernel: Kernel,
     pub initrd: PathBuf,
     pub accel: crate::accel::Choice,
+    /// The initramfs is in use (not pruned) while this lives: keep it until
+    /// QEMU has started.
+    pub held: crate::cache::InUse,
 }
 
+/// What a VM boots with: the kernel of `vm_dir`, an initramfs with the
+/// agent and `modules` from the cache, and the accelerator.
 pub fn boot(vm_dir: &Path, modules: &[&str]) -> Result<Boot, VmError> {
     let kernel = Kernel::find(vm_dir)?;
     let agent = find_agent()?;
     let files = kernel.module_files(modules)?;
-    let initrd = initramfs(vm_dir, &agent, &files)?;
-    let floor = initramfs(vm_dir, &agent, &[])?;
-    let accel = crate::accel::choose(vm_dir, &kernel, &floor)?;
+    let initrd = initramfs(&agent, &files)?;
+    let floor = initramfs(&agent, &[])?;
+    let accel = crate::accel::choose(&crate::cache::dir(), &kernel, &floor.path)?;
     Ok(Boot {
         kernel,
-        initrd,
+        initrd: initrd.path,
         accel,
+        held: initrd.held,
     })
 }
 
@@ -326,17 +332,24 @@ impl Cpio {
     }
 }
 
+/// A cached file and the lock that keeps it while it is used.
+pub struct Held {
+    pub path: PathBuf,
+    pub held: crate::cache::InUse,
+}
+
 /// An initramfs: the agent as /init, and `modules` as /modules/NN-name.ko,
 /// which the agent loads in name order. Built once per content and kept in
-/// `<vm_dir>/initramfs/`.
-pub fn initramfs(vm_dir: &Path, agent: &Path, modules: &[PathBuf]) -> Result<PathBuf, VmError> {
-    // Keyed by the inputs' names, sizes and times: no need to read them
-    // when the image exists.
+/// the cache's `initramfs/`.
+pub fn initramfs(agent: &Path, modules: &[PathBuf]) -> Result<Held, VmError> {
+    // Keyed by the inputs' identities (not the paths that name them): no
+    // need to read them when the image exists.
     let mut h = Sha256::new();
-    h.update(b"berth-initramfs-v2\0");
+    h.update(b"berth-initramfs-v3\0");
     for p in std::iter::once(agent).chain(modules.iter().map(PathBuf::as_path)) {
-        let md = std::fs::metadata(p).map_err(io_err(format!("reading {}", p.display())))?;
-        h.update(format!("{}\0{}\0{:?}\0", p.display(), md.len(), md.modified().ok()).as_bytes());
+        let id = crate::cache::identity(p)
+            .ok_or_else(|| VmError::Invalid(format!("{} is missing", p.display())))?;
+        h.update(format!("{id}\0").as_bytes());
     }
     let key: String = h
         .finalize()
@@ -344,11 +357,26 @@ pub fn initramfs(vm_dir: &Path, agent: &Path, modules: &[PathBuf]) -> Result<Pat
         .take(12)
         .map(|b| format!("{b:02x}"))
         .collect();
-    let dir = vm_dir.join("initramfs");
+    let dir = crate::cache::subdir("initramfs")?;
     let path = dir.join(format!("{key}.cpio"));
-    if path.is_file() {
-        return Ok(path);
+    for _ in 0..3 {
+        if let Some(held) = crate::cache::use_file(&path) {
+            return Ok(Held { path, held });
+        }
+        build_initramfs(&dir, &path, agent, modules)?;
     }
+    Err(VmError::Invalid(format!(
+        "{} keeps disappearing (another berth prunes the VM cache?)",
+        path.display()
+    )))
+}
+
+fn build_initramfs(
+    dir: &Path,
+    path: &Path,
+    agent: &Path,
+    modules: &[PathBuf],
+) -> Result<(), VmError> {
     let agent_bytes =
         std::fs::read(agent).map_err(io_err(format!("reading {}", agent.display())))?;
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
@@ -370,21 +398,10 @@ pub fn initramfs(vm_dir: &Path, agent: &Path, modules: &[PathBuf]) -> Result<Pat
     for (name, data) in &files {
         c.file(name, 0o644, data);
     }
-    write_atomic(&dir, &path, &c.finish())?;
-    // Old images of other agent builds are only garbage now.
-    if let Ok(rd) = std::fs::read_dir(&dir) {
-        let mut old: Vec<(std::time::SystemTime, PathBuf)> = rd
-            .flatten()
-            .filter(|e| e.path() != path)
-            .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
-            .collect();
-        old.sort();
-        let keep = 4;
-        for (_, p) in old.iter().rev().skip(keep) {
-            let _ = std::fs::remove_file(p);
-        }
-    }
-    Ok(path)
+    write_atomic(dir, path, &c.finish())?;
+    // Old images of other agent builds are garbage once nobody uses them.
+    crate::cache::prune(dir, "cpio", 8, path);
+    Ok(())
 }
 
 /// Drops a module's appended signature: checking it (RSA under emulation)

@@ -3,6 +3,7 @@
 //! guest) runs the bundle with the same sandbox crate the host uses.
 //!
 //! - [`assets`]: the guest kernel, the agent, the initramfs built from them.
+//! - [`cache`]: what every VM reuses (initramfs, snapshots), shared safely.
 //! - [`disk`]: the image as a read-only disk (erofs, cached per image) and
 //!   each container's writable disk.
 //! - [`guest`]: the bundle's spec as the guest runs it.
@@ -15,6 +16,7 @@
 
 pub mod accel;
 pub mod assets;
+pub mod cache;
 pub mod client;
 pub mod conn;
 pub mod disk;

@@ -31,6 +31,13 @@ pub struct Drive<'a> {
     pub path: &'a Path,
     pub read_only: bool,
     pub serial: &'a str,
+    /// The file, opened by berth and inherited by QEMU (`-add-fd`), once
+    /// read-only and, for a writable disk, once read-write (QEMU picks the
+    /// descriptor by access mode): QEMU then never opens `path` itself. It
+    /// reopens a disk when an incoming migration activates it, after
+    /// `-runas` dropped root: by path that fails wherever a parent
+    /// directory is closed to the VM's uid.
+    pub fds: Vec<i32>,
 }
 
 /// Everything that goes into one QEMU command line.
@@ -147,7 +154,16 @@ impl Machine<'_> {
         c.arg("-initrd").arg(self.initrd);
         c.args(["-append", &self.kernel_cmdline()]);
         for (i, d) in self.drives.iter().enumerate() {
-            let mut drive = format!("if=none,id=d{i},format=raw,file={}", qemu_escape(d.path));
+            let file = if d.fds.is_empty() {
+                qemu_escape(d.path)
+            } else {
+                let set = i + 1;
+                for fd in &d.fds {
+                    c.args(["-add-fd", &format!("fd={fd},set={set}")]);
+                }
+                format!("/dev/fdset/{set}")
+            };
+            let mut drive = format!("if=none,id=d{i},format=raw,file={file}");
             if d.read_only {
                 drive.push_str(",readonly=on");
             } else {
@@ -268,6 +284,7 @@ mod tests {
                 path: Path::new("/d/i,mg"),
                 read_only: true,
                 serial: "berth-image",
+                fds: Vec::new(),
             }],
             control: Some(Path::new("/run/ctl.sock")),
             confine: Some((1234, 1234)),

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+use crate::cache::InUse;
 use crate::conn::Conn;
 use crate::proto::Kind;
 use crate::qemu::{Drive, Machine};
@@ -38,18 +39,10 @@ pub fn enabled() -> bool {
 /// What identifies a machine's snapshot: everything the guest can see.
 pub fn key(m: &Machine<'_>) -> String {
     let mut h = Sha256::new();
-    h.update(b"berth-snapshot-v1\0");
+    h.update(b"berth-snapshot-v2\0");
     for p in [m.kernel, m.initrd] {
-        let meta = std::fs::metadata(p).ok();
-        h.update(
-            format!(
-                "{}\0{:?}\0{:?}\0",
-                p.display(),
-                meta.as_ref().map(|m| m.len()),
-                meta.and_then(|m| m.modified().ok())
-            )
-            .as_bytes(),
-        );
+        // The files themselves, however the paths to them are spelled.
+        h.update(format!("{:?}\0", crate::cache::identity(p)).as_bytes());
     }
     h.update(m.kernel_cmdline().as_bytes());
     h.update(format!("\0{}\0{}\0{}\0", m.memory_mib, m.vcpus, m.accel.name()).as_bytes());
@@ -80,18 +73,19 @@ pub fn key(m: &Machine<'_>) -> String {
         .collect()
 }
 
-/// The snapshot for machine `m`, built now if there is none.
-pub fn ensure(vm_dir: &Path, m: &Machine<'_>) -> Result<PathBuf, VmError> {
-    let dir = vm_dir.join("snapshots");
+/// The snapshot for machine `m` in the cache `cache`, built now if there
+/// is none, and locked as in use (never pruned while the lock lives).
+pub fn ensure(cache: &Path, m: &Machine<'_>) -> Result<(PathBuf, InUse), VmError> {
+    let dir = cache.join("snapshots");
     let k = key(m);
     let path = dir.join(format!("{k}.snap"));
-    if path.is_file() {
-        return Ok(path);
+    if let Some(held) = crate::cache::use_file(&path) {
+        return Ok((path, held));
     }
     std::fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
     let _lock = crate::disk::lock(&dir.join(format!(".{k}.lock")))?;
-    if path.is_file() {
-        return Ok(path);
+    if let Some(held) = crate::cache::use_file(&path) {
+        return Ok((path, held));
     }
     let work = dir.join(format!(".build-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
@@ -99,8 +93,11 @@ pub fn ensure(vm_dir: &Path, m: &Machine<'_>) -> Result<PathBuf, VmError> {
     let built = build(m, &work, &path);
     let _ = std::fs::remove_dir_all(&work);
     built?;
-    prune(&dir, &path);
-    Ok(path)
+    let held = crate::cache::use_file(&path)
+        .ok_or_else(|| VmError::Invalid(format!("{} vanished once built", path.display())))?;
+    // One per machine shape in use; the others go once nobody uses them.
+    crate::cache::prune(&dir, "snap", KEEP, &path);
+    Ok((path, held))
 }
 
 /// Forgets a snapshot that failed to restore.
@@ -128,6 +125,7 @@ fn build(m: &Machine<'_>, work: &Path, out: &Path) -> Result<(), VmError> {
             path: if d.read_only { &image } else { &rw },
             read_only: d.read_only,
             serial: d.serial,
+            fds: Vec::new(),
         })
         .collect();
     let template = Machine {
@@ -223,23 +221,4 @@ fn take(
         std::thread::sleep(Duration::from_millis(10));
     }
     std::fs::rename(&tmp, out).map_err(io_err(format!("writing {}", out.display())))
-}
-
-/// Keeps the newest few snapshots (besides `keep`).
-fn prune(dir: &Path, keep: &Path) {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let mut snaps: Vec<(std::time::SystemTime, PathBuf)> = rd
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "snap") && p != keep)
-        .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
-        .collect();
-    snaps.sort();
-    for (_, p) in snaps.iter().rev().skip(KEEP - 1) {
-        let _ = std::fs::remove_file(p);
-        let lock = p.with_extension("lock");
-        let _ = std::fs::remove_file(lock);
-    }
 }

@@ -128,6 +128,24 @@ pub enum SystemCommand {
     Reconcile,
 }
 
+impl Command {
+    /// Whether this command may put a process into a container: it then
+    /// runs from a sealed view of the binary (`berth_sandbox::seal`).
+    pub fn enters_containers(&self) -> bool {
+        matches!(
+            self,
+            Command::Run(_)
+                | Command::Container(ContainerCommand::Run(_))
+                | Command::Start(_)
+                | Command::Restart(_)
+                | Command::Exec(_)
+                | Command::InternalStart(_)
+                | Command::InternalExited(_)
+                | Command::System(SystemCommand::Reconcile)
+        )
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct ContainersArgs {
     #[arg(required = true)]

@@ -17,6 +17,19 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => return usage_error(e),
     };
+    if cli.command.enters_containers() {
+        // The host binary is never what a container can open and rewrite
+        // (CVE-2019-5736): returns only when already sealed.
+        if let Err(e) = berth_sandbox::seal::reexec_sealed() {
+            eprintln!("berth: running from a sealed copy of the berth binary: {e}");
+            return ExitCode::from(ENGINE_FAILURE);
+        }
+    }
+    // Nothing our caller left open reaches a container, the monitor, QEMU,
+    // virtiofsd, a hook or berth-dns (CVE-2024-21626): see berth_sandbox::fds.
+    // (After the re-exec: descriptors passed on purpose, `--notify-fd` and
+    // the like, survive it.)
+    berth_sandbox::fds::seal_inherited();
     match commands::dispatch(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

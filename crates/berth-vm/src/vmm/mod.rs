@@ -43,6 +43,12 @@ pub struct Launch {
     /// Restore a snapshot of a booted guest (kept in this directory)
     /// instead of booting; falls back to booting.
     pub snapshots: Option<PathBuf>,
+    /// Cached files this VM boots from (its initramfs), kept from pruning
+    /// while it lives.
+    pub held: Vec<crate::cache::InUse>,
+    /// Where to say how the VM started (restored from which snapshot, or
+    /// booted and why), for `inspect`; also traced with `BERTH_VM_TRACE`.
+    pub start_note: Option<PathBuf>,
 }
 
 /// The owned parts of a [`Machine`].
@@ -91,11 +97,13 @@ impl MachineSpec {
                             path: image,
                             read_only: true,
                             serial: crate::IMAGE_DISK_SERIAL,
+                            fds: Vec::new(),
                         },
                         crate::qemu::Drive {
                             path: rw,
                             read_only: false,
                             serial: crate::RW_DISK_SERIAL,
+                            fds: Vec::new(),
                         },
                     ]
                 })
@@ -203,10 +211,19 @@ pub fn run(mut l: Launch) -> Outcome {
             }
         }
     }
+    let trace = std::env::var_os("BERTH_VM_TRACE").is_some();
+    let mut note = if !l.machine.shares.is_empty() {
+        "booted: a VM with volumes cannot be restored (vhost-user is not migratable)".to_string()
+    } else {
+        "booted: snapshots are off".to_string()
+    };
     if let Some(dir) = l.snapshots.clone() {
         let ctl = run_dir.join("ctl.sock");
-        let snap = crate::snapshot::ensure(&dir, &l.machine.machine(&ctl));
-        if std::env::var_os("BERTH_VM_TRACE").is_some() {
+        let snap = crate::snapshot::ensure(&dir, &l.machine.machine(&ctl)).map(|(path, held)| {
+            l.held.push(held);
+            path
+        });
+        if trace {
             eprintln!(
                 "berth-vm: {:>6} ms snapshot {}",
                 t0.elapsed().as_millis(),
@@ -216,21 +233,40 @@ pub fn run(mut l: Launch) -> Outcome {
                 }
             );
         }
-        if let Ok(snap) = snap {
-            match boot(&l, Some(&snap)) {
-                Ok(mut vm) => {
-                    vm.ready = ready.take();
-                    let o = vm.run();
-                    if vm.retry_boot {
-                        crate::snapshot::discard(&snap);
-                        ready = vm.ready.take();
-                    } else {
-                        outcome = Some(o);
+        match snap {
+            Err(e) => note = format!("booted: no snapshot: {e}"),
+            Ok(snap) => {
+                note = format!("restored from {}", snap.display());
+                write_note(&l, trace, &note);
+                let failed = match boot(&l, Some(&snap)) {
+                    Ok(mut vm) => {
+                        vm.ready = ready.take();
+                        let o = vm.run();
+                        if vm.retry_boot {
+                            ready = vm.ready.take();
+                            // The guest did not come back to life: the
+                            // snapshot is bad, whoever uses it.
+                            crate::snapshot::discard(&snap);
+                            let why = o
+                                .reason
+                                .unwrap_or_else(|| "the restored agent did not answer".into());
+                            Some(format!("{why}; the snapshot was discarded"))
+                        } else {
+                            outcome = Some(o);
+                            None
+                        }
                     }
+                    // QEMU refused to start: this VM's problem (kept).
+                    Err(e) => Some(e.to_string()),
+                };
+                if let Some(why) = failed {
+                    note = format!("booted: restoring {} failed: {why}", snap.display());
                 }
-                Err(_) => crate::snapshot::discard(&snap),
             }
         }
+    }
+    if outcome.is_none() {
+        write_note(&l, trace, &note);
     }
     let outcome = match outcome {
         Some(o) => o,
@@ -245,6 +281,16 @@ pub fn run(mut l: Launch) -> Outcome {
     drop(daemons);
     let _ = std::fs::remove_dir_all(&run_dir);
     outcome
+}
+
+/// Says how the VM started (see [`Launch::start_note`]).
+fn write_note(l: &Launch, trace: bool, note: &str) {
+    if trace {
+        eprintln!("berth-vm: {note}");
+    }
+    if let Some(p) = &l.start_note {
+        let _ = std::fs::write(p, note);
+    }
 }
 
 /// The VM could not be started (125), said as [`report_failure`] does.
@@ -324,6 +370,23 @@ fn boot(l: &Launch, snapshot: Option<&Path>) -> Result<Vm, VmError> {
         .map_err(|e| io_err("creating a pipe")(e.into()))?;
     let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| io_err("creating a pipe")(e.into()))?;
+    // The disks go to QEMU open (see qemu::Drive::fd).
+    let mut disks = Vec::new();
+    for d in &mut machine.drives {
+        for write in [false, true]
+            .into_iter()
+            .take(if d.read_only { 1 } else { 2 })
+        {
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(write)
+                .open(d.path)
+                .map_err(io_err(format!("opening {}", d.path.display())))?;
+            let fd: OwnedFd = f.into();
+            d.fds.push(std::os::fd::AsRawFd::as_raw_fd(&fd));
+            disks.push(fd);
+        }
+    }
     let mut cmd = machine.command();
     cmd.stdin(Stdio::null())
         .stdout(Stdio::from(console_w))
@@ -331,7 +394,7 @@ fn boot(l: &Launch, snapshot: Option<&Path>) -> Result<Vm, VmError> {
     let t0 = Instant::now();
     // Only QEMU inherits the TAP devices: we are single-threaded.
     let inherit = |on: bool| {
-        for f in &l.machine.nics {
+        for f in l.machine.nics.iter().chain(&disks) {
             let _ = berth_sandbox::sys::set_cloexec(std::os::fd::AsRawFd::as_raw_fd(f), !on);
         }
     };
@@ -340,6 +403,7 @@ fn boot(l: &Launch, snapshot: Option<&Path>) -> Result<Vm, VmError> {
     inherit(false);
     drop(cmd);
     drop(snap_file);
+    drop(disks);
     let mut qemu = spawned.map_err(io_err("starting qemu-system-x86_64"))?;
     crate::conn::set_nonblocking(console_r.as_fd()).map_err(io_err("console pipe"))?;
     crate::conn::set_nonblocking(err_r.as_fd()).map_err(io_err("qemu stderr pipe"))?;

@@ -8,6 +8,13 @@ use berth_fixtures::{busybox_image, cached, layered_image, Compression, Format, 
 
 pub const BERTH: &str = env!("CARGO_BIN_EXE_berth");
 
+/// The VM cache of the tests (initramfs, snapshots): their own, so that a
+/// berth in use beside them never shares (or prunes) what they boot; the
+/// read-only guest kernel is the host's.
+pub fn vm_cache_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-vm-cache")
+}
+
 /// Where fixtures are cached between test runs.
 pub fn fixture_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-fixtures")
@@ -116,6 +123,7 @@ impl Env {
             .arg(BERTH);
         c.env("BERTH_ROOT", self.root())
             .env("BERTH_RUN_ROOT", self.dir.path().join("run"))
+            .env("BERTH_VM_CACHE", vm_cache_dir())
             .stdin(Stdio::null());
         c
     }

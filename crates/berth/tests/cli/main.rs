@@ -3,6 +3,7 @@
 mod bad_input;
 mod common;
 mod detached;
+mod escapes;
 mod images;
 mod isolation;
 mod limits;

@@ -1,0 +1,210 @@
+//! The escape-regression suite: each known runtime escape, run for real
+//! against `berth run`, `run -d`, restarts and `exec`; each must be blocked
+//! with a one-line error and leave the host unchanged.
+
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Command;
+
+use crate::common::*;
+
+/// Descriptors 3..=30 of the berth process are open on `dir` (not
+/// close-on-exec), as a careless caller's would be.
+fn with_open_fds(mut c: Command, dir: &Path) -> Command {
+    let dir = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: the closure runs in the forked child before exec and only
+    // calls async-signal-safe functions (open, dup2, close) on a path that
+    // was allocated before the fork.
+    unsafe {
+        c.pre_exec(move || {
+            let fd = libc::open(dir.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            for n in 3..=30 {
+                if n != fd {
+                    libc::dup2(fd, n);
+                }
+            }
+            if fd > 30 {
+                libc::close(fd);
+            }
+            Ok(())
+        });
+    }
+    c
+}
+
+/// A host directory with a secret in it, to be reached through a leaked fd.
+fn secret_dir(env: &Env) -> std::path::PathBuf {
+    let d = env.dir.path().join("secret");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("f"), "host-secret\n").unwrap();
+    d
+}
+
+/// The shell's own descriptors: 0-2 and the one its glob reads the
+/// directory with (3 when nothing else is open).
+const LIST_FDS: &str = "cd /proc/self/fd && echo *";
+
+#[test]
+fn cve_2024_21626_caller_fds_never_reach_a_container() {
+    let env = Env::with_busybox();
+    let secret = secret_dir(&env);
+    let run = |args: &[&str]| {
+        let mut c = env.cmd();
+        c.args(args);
+        Run::from(with_open_fds(c, &secret).output().unwrap())
+    };
+    // Foreground run: nothing but 0-2.
+    let out = run(&["run", "--rm", "busybox", "sh", "-c", LIST_FDS]).ok();
+    assert_eq!(out.stdout.trim(), "0 1 2 3", "fds leaked into run");
+    // -w /proc/self/fd/N for every N the caller holds open: refused, one line.
+    for n in 3..=30 {
+        let w = format!("/proc/self/fd/{n}");
+        let r = run(&["run", "--rm", "-w", &w, "busybox", "cat", "f"]);
+        assert!(!r.stdout.contains("host-secret"), "-w {w} escaped");
+        assert_eq!(r.code, 125, "-w {w}: {} {}", r.stdout, r.stderr);
+        r.fails_with("working directory");
+    }
+    // Detached: the container's PID 1, a restarted life, and exec.
+    run(&["run", "-d", "--name", "d", "busybox", "sleep", "300"]).ok();
+    let init = env.berth(&["exec", "d", "sh", "-c", "ls /proc/1/fd | tr '\\n' ' '"]);
+    assert_eq!(init.ok().stdout.trim(), "0 1 2");
+    let out = run(&["exec", "d", "sh", "-c", LIST_FDS]).ok();
+    assert_eq!(out.stdout.trim(), "0 1 2 3", "fds leaked into exec");
+    for n in [3, 7, 30] {
+        let w = format!("/proc/self/fd/{n}");
+        let r = run(&["exec", "-w", &w, "d", "cat", "f"]);
+        assert!(!r.stdout.contains("host-secret"), "exec -w {w} escaped");
+        r.fails_with("working directory");
+    }
+    run(&["restart", "-t", "0", "d"]).ok();
+    let init = env.berth(&["exec", "d", "sh", "-c", "ls /proc/1/fd | tr '\\n' ' '"]);
+    assert_eq!(init.ok().stdout.trim(), "0 1 2", "after a restart");
+    // The monitor holds only its own descriptors (log, pipes, socket).
+    let monitor: i32 = env
+        .berth(&["inspect", "-f", "{{.State.MonitorPid}}", "d"])
+        .ok()
+        .stdout
+        .trim()
+        .parse()
+        .unwrap();
+    for e in std::fs::read_dir(format!("/proc/{monitor}/fd")).unwrap() {
+        let target = std::fs::read_link(e.unwrap().path()).unwrap_or_default();
+        assert!(
+            !target.starts_with(&secret),
+            "the monitor holds {}",
+            target.display()
+        );
+    }
+}
+
+/// The attacker: races `/proc/*/exe`, then writes through what it got.
+const EXE_RACER: &str = include_str!("exe_racer.c");
+
+fn sha256(path: &str) -> String {
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn cve_2019_5736_exec_never_exposes_the_host_binary() {
+    let env = Env::with_busybox();
+    let tools = env.dir.path().join("tools");
+    std::fs::create_dir_all(&tools).unwrap();
+    std::fs::write(tools.join("racer.c"), EXE_RACER).unwrap();
+    let cc = Command::new("gcc")
+        .args(["-static", "-O1", "-o"])
+        .arg(tools.join("racer"))
+        .arg(tools.join("racer.c"))
+        .output()
+        .unwrap();
+    assert!(
+        cc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cc.stderr)
+    );
+    let before = sha256(BERTH);
+    let vol = format!("{}:/t:ro", tools.display());
+    env.berth(&[
+        "run", "-d", "--name", "c", "-v", &vol, "busybox", "sleep", "300",
+    ])
+    .ok();
+    let racer = env
+        .cmd()
+        .args(["exec", "c", "/t/racer", "120"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..200 {
+        env.berth(&["exec", "c", "true"]).ok();
+    }
+    // Even the host (all capabilities) gets only a read-only view of the
+    // binary of a running berth exec, and cannot write through it after the
+    // exec ended (EROFS; ETXTBSY while another berth runs).
+    let mut slow = env.cmd().args(["exec", "c", "sleep", "2"]).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let exe = format!("/proc/{}/exe", slow.id());
+    let view = nix::fcntl::open(
+        exe.as_str(),
+        nix::fcntl::OFlag::O_PATH,
+        nix::sys::stat::Mode::empty(),
+    )
+    .unwrap();
+    let flags = nix::sys::statvfs::fstatvfs(&view).unwrap().flags();
+    assert!(
+        flags.contains(nix::sys::statvfs::FsFlags::ST_RDONLY),
+        "{exe}: {flags:?}"
+    );
+    slow.wait().unwrap();
+    let reopen = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&view));
+    let err = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&reopen)
+        .expect_err("the berth binary is writable through a finished exec's /proc/PID/exe");
+    assert!(
+        matches!(err.raw_os_error(), Some(libc::EROFS | libc::ETXTBSY)),
+        "{err}"
+    );
+    env.berth(&["exec", "c", "touch", "/tmp/stop"]).ok();
+    let out = racer.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("opened=0 written=0"), "{text}");
+    assert_eq!(sha256(BERTH), before, "the host's berth binary changed");
+}
+
+#[test]
+fn a_zombie_is_not_up() {
+    let env = Env::with_busybox();
+    env.berth(&["run", "-d", "--name", "z", "busybox", "sleep", "300"])
+        .ok();
+    let field = |f: &str| -> i32 {
+        let tpl = format!("{{{{.State.{f}}}}}");
+        env.berth(&["inspect", "-f", &tpl, "z"])
+            .ok()
+            .stdout
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let (pid, monitor) = (field("Pid"), field("MonitorPid"));
+    for p in [monitor, pid] {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(p),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+    }
+    // Both are dead once they are zombies or gone, whoever reaps them.
+    let dead = |p: i32| {
+        std::fs::read_to_string(format!("/proc/{p}/stat"))
+            .map(|s| s.rsplit(") ").next().unwrap_or("").starts_with('Z'))
+            .unwrap_or(true)
+    };
+    while !(dead(pid) && dead(monitor)) {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let ps = env.berth(&["ps", "-a", "--format", "{{.Status}}"]).ok();
+    assert!(ps.stdout.starts_with("Exited (255)"), "{}", ps.stdout);
+}
