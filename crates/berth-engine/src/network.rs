@@ -18,6 +18,23 @@ use crate::{names, now, Engine, EngineError};
 /// The default network's name and bridge, as Docker's `bridge`/`docker0`.
 pub const DEFAULT_NETWORK: &str = "bridge";
 pub const DEFAULT_BRIDGE: &str = "berth0";
+/// The root whose default network is on [`DEFAULT_BRIDGE`].
+const DEFAULT_ROOT: &str = "/var/lib/berth";
+
+/// The bridge of a root's default network. Roots share the host's network
+/// state (berth's nft table holds every root's bridges, subnets and
+/// ports, so a host port is published once, whichever root asks), and
+/// each root has bridges of its own: `berth0` for the default root,
+/// `berth-<6 hex of the root's path>` for any other.
+pub fn default_bridge(root: &std::path::Path) -> String {
+    use sha2::Digest;
+    let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    if root == std::path::Path::new(DEFAULT_ROOT) {
+        return DEFAULT_BRIDGE.into();
+    }
+    let h = sha2::Sha256::digest(root.as_os_str().as_encoded_bytes());
+    format!("berth-{}", hex::encode(&h[..3]))
+}
 
 /// What a container asks of the network (`--network`, `-p`, `-P`,
 /// `--dns`, `--add-host`, `--network-alias`).
@@ -184,7 +201,7 @@ impl Engine {
         let row = NetworkRow {
             name: DEFAULT_NETWORK.into(),
             id: names::new_id(),
-            bridge: DEFAULT_BRIDGE.into(),
+            bridge: default_bridge(&self.root),
             subnet,
             gateway: subnet.default_gateway(),
             created: now(),

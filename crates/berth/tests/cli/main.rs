@@ -12,6 +12,7 @@ mod network;
 mod peers;
 mod ports;
 mod registry;
+mod roots;
 mod run;
 mod vm;
 mod vm_net;

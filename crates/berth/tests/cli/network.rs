@@ -42,9 +42,15 @@ fn default_bridge_gives_an_address_routes_and_files() {
         "{out}"
     );
     assert!(out.contains("gateway-ok"), "{out}");
-    // The bridge is on the test's "host" with the gateway address.
+    // The bridge is on the test's "host" with the gateway address; a root
+    // other than /var/lib/berth has a bridge name of its own.
+    let bridge = crate::roots::bridge_of(&|args| env.berth(args));
+    assert!(
+        bridge.starts_with("berth-") && bridge.len() == 12,
+        "{bridge}"
+    );
     let addr = env
-        .in_ns("ip", &["-4", "-o", "addr", "show", "berth0"])
+        .in_ns("ip", &["-4", "-o", "addr", "show", &bridge])
         .ok()
         .stdout;
     assert!(addr.contains("172.17.0.1/16"), "{addr}");
