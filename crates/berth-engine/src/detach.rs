@@ -8,6 +8,7 @@ use std::ffi::CString;
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::containers::{cgroups_path, pid_start_time};
@@ -85,6 +86,14 @@ impl Engine {
         if cfg.tty {
             argv.push(cstr("--tty"));
         }
+        // The log exists once `run -d` returns (the monitor appends to it).
+        let log = log_path(&self.container_dir(&row.id));
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o640)
+            .open(&log)
+            .map_err(io_err(format!("creating {}", log.display())))?;
         let socket = self.attach_socket(&row.id);
         argv.push(cstr("--attach"));
         argv.push(cstr(&socket));

@@ -9,6 +9,7 @@ mod child;
 pub mod exec;
 pub mod fds;
 pub mod foreground;
+mod guards;
 pub mod hooks;
 pub mod mount_extra;
 pub mod mounts;

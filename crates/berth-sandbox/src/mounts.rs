@@ -4,7 +4,6 @@
 use std::fs;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::OFlag;
@@ -190,7 +189,7 @@ pub fn setup_rootfs_with(
 
     if let Some(linux) = linux {
         for p in linux.masked_paths().iter().flatten() {
-            mask_path(p)?;
+            crate::guards::mask_path(p)?;
         }
         for p in linux.readonly_paths().iter().flatten() {
             readonly_path(p)?;
@@ -251,8 +250,10 @@ fn mount_one(root: &OwnedFd, m: &Mount) -> Result<(), SetupError> {
             }
         }
     }
+    crate::guards::check_destination(root, dest, typ)?;
     let target =
         ensure_mountpoint(root, dest, is_file).map_err(err(step("creating mount point")))?;
+    crate::guards::check_target(&target, dest, typ)?;
     let target = fd_path(&target);
     let data = opts.data.join(",");
     let data = (!data.is_empty()).then_some(data.as_str());
@@ -445,7 +446,12 @@ fn make_node(
 ) -> Result<(), SetupError> {
     let step = || format!("creating device /dev/{}", name.display());
     let _ = nix::unistd::unlinkat(dev, name, nix::unistd::UnlinkatFlags::NoRemoveDir);
-    match mknodat(dev, name, kind, Mode::from_bits_truncate(mode), rdev) {
+    // The mode goes in with the node (no chmod afterwards: a chmod by name
+    // would follow a symlink swapped in meanwhile, onto a host file).
+    let old_umask = nix::sys::stat::umask(Mode::empty());
+    let made = mknodat(dev, name, kind, Mode::from_bits_truncate(mode), rdev);
+    nix::sys::stat::umask(old_umask);
+    match made {
         Ok(()) => {}
         Err(nix::errno::Errno::EPERM) => {
             // Not allowed to create nodes (e.g. in a user namespace): bind the host's.
@@ -463,21 +469,6 @@ fn make_node(
         }
         Err(e) => return Err(nerr(step())(e)),
     }
-    nix::sys::stat::fchmodat(
-        dev,
-        name,
-        Mode::from_bits_truncate(mode),
-        nix::sys::stat::FchmodatFlags::NoFollowSymlink,
-    )
-    .or_else(|_| {
-        nix::sys::stat::fchmodat(
-            dev,
-            name,
-            Mode::from_bits_truncate(mode),
-            nix::sys::stat::FchmodatFlags::FollowSymlink,
-        )
-    })
-    .map_err(nerr(step()))?;
     nix::unistd::fchownat(
         dev,
         name,
@@ -506,37 +497,6 @@ fn pivot(rootfs: &Path) -> Result<(), SetupError> {
     umount2(".", MntFlags::MNT_DETACH).map_err(nerr("detaching the old root"))?;
     nix::unistd::chdir("/").map_err(nerr("entering /"))?;
     Ok(())
-}
-
-fn mask_path(p: &str) -> Result<(), SetupError> {
-    let md = match fs::symlink_metadata(p) {
-        Ok(md) => md,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(err(format!("masking {p}"))(e)),
-    };
-    let res = if md.is_dir() {
-        mount(
-            Some("tmpfs"),
-            p,
-            Some("tmpfs"),
-            MsFlags::MS_RDONLY,
-            Some("size=0k,mode=555"),
-        )
-    } else if md.file_type().is_symlink() || md.file_type().is_socket() {
-        return Ok(());
-    } else {
-        mount(
-            Some("/dev/null"),
-            p,
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-    };
-    match res {
-        Ok(()) | Err(nix::errno::Errno::ENOENT) => Ok(()),
-        Err(e) => Err(nerr(format!("masking {p}"))(e)),
-    }
 }
 
 fn readonly_path(p: &str) -> Result<(), SetupError> {

@@ -324,3 +324,16 @@ pub fn open_tree_clone(path: &CStr) -> io::Result<OwnedFd> {
     }
     Ok(own_fd(ret as RawFd))
 }
+
+/// `ioctl(master, TIOCGPTPEER, flags)`: opens the slave of a pty master
+/// without looking its path up.
+pub fn pty_peer(master: BorrowedFd<'_>, flags: libc::c_int) -> io::Result<OwnedFd> {
+    const TIOCGPTPEER: libc::c_ulong = 0x5441;
+    // SAFETY: TIOCGPTPEER takes an integer (open flags) and returns a new
+    // descriptor; `master` is valid for the call.
+    let ret = unsafe { libc::ioctl(master.as_raw_fd(), TIOCGPTPEER, flags) };
+    if ret == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(own_fd(ret))
+}

@@ -2,12 +2,9 @@
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::Path;
 
 use nix::fcntl::OFlag;
-use nix::mount::{mount, MsFlags};
 use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
-use nix::sys::stat::Mode;
 
 use crate::SetupError;
 
@@ -21,19 +18,8 @@ fn fail(step: &'static str) -> impl FnOnce(nix::errno::Errno) -> SetupError {
 /// Opens a pty pair inside the container (after pivot_root) and bind-mounts
 /// the slave over `/dev/console`. Returns (master, slave).
 pub fn open_container_pty() -> Result<(OwnedFd, OwnedFd), SetupError> {
-    let (master, slave, name) = open_pty()?;
-    let console = Path::new("/dev/console");
-    if !console.exists() {
-        let _ = std::fs::File::create(console);
-    }
-    mount(
-        Some(Path::new(&name)),
-        console,
-        None::<&str>,
-        MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .map_err(fail("bind-mounting /dev/console"))?;
+    let (master, slave, _) = open_pty()?;
+    crate::guards::bind_console(&slave)?;
     Ok((master, slave))
 }
 
@@ -46,12 +32,16 @@ pub fn open_pty() -> Result<(OwnedFd, OwnedFd, String), SetupError> {
     grantpt(&master).map_err(fail("grantpt"))?;
     unlockpt(&master).map_err(fail("unlockpt"))?;
     let name = ptsname_r(&master).map_err(fail("ptsname"))?;
-    let slave = nix::fcntl::open(
-        Path::new(&name),
-        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
-        Mode::empty(),
+    // The peer of this master, with no path lookup a container could
+    // redirect (CVE-2025-52565).
+    let slave = crate::sys::pty_peer(
+        master.as_fd(),
+        libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
     )
-    .map_err(fail("opening the pty slave"))?;
+    .map_err(|source| SetupError {
+        step: "opening the pty slave".into(),
+        source,
+    })?;
     let master: OwnedFd = master
         .as_fd()
         .try_clone_to_owned()

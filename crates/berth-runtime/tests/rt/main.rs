@@ -4,6 +4,7 @@
 
 mod bad_input;
 mod common;
+mod escapes;
 mod lifecycle;
 mod peers;
 mod spec;

@@ -208,3 +208,32 @@ fn a_zombie_is_not_up() {
     let ps = env.berth(&["ps", "-a", "--format", "{{.Status}}"]).ok();
     assert!(ps.stdout.starts_with("Exited (255)"), "{}", ps.stdout);
 }
+
+#[test]
+fn proc_cannot_be_redirected_by_an_image_or_a_volume() {
+    let env = Env::with_busybox();
+    // An image whose /proc is a symlink (CVE-2019-16884, CVE-2023-27561):
+    // the rootfs is prepared at create, then made hostile before start.
+    env.berth(&["create", "--name", "p", "busybox", "true"])
+        .ok();
+    let rootfs = env
+        .berth(&["inspect", "-f", "{{.Rootfs}}", "p"])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    let proc_dir = Path::new(&rootfs).join("proc");
+    let _ = std::fs::remove_dir(&proc_dir);
+    std::os::unix::fs::symlink("/", &proc_dir).unwrap();
+    env.berth(&["start", "-a", "p"])
+        .fails_with("proc must be mounted on an ordinary directory");
+    // Volumes over /proc or inside it.
+    let vol = env.dir.path().join("vol");
+    std::fs::create_dir_all(&vol).unwrap();
+    for dest in ["/proc", "/proc/sys/kernel"] {
+        let v = format!("{}:{dest}", vol.display());
+        let r = env.berth(&["run", "--rm", "-v", &v, "busybox", "true"]);
+        assert_eq!(r.code, 125);
+        r.fails_with("/proc");
+    }
+}
