@@ -6,7 +6,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 CARGO ?= cargo
 BERTH := target/release/berth
 
-.PHONY: setup build agent demo test bench clean
+.PHONY: setup build agent demo test bench fuzz clean
 
 setup:
 	@scripts/setup.sh
@@ -28,6 +28,13 @@ test: setup
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	@scripts/build-agent.sh --target-dir target/agent
 	$(CARGO) test --workspace
+	$(CARGO) build -p berth-fuzz
+	@scripts/fuzz.sh --smoke
+
+# Every fuzz target for FUZZ_SECONDS (60) each, coverage-guided (cargo fuzz).
+fuzz: setup
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	@scripts/fuzz.sh
 
 bench: build
 	target/release/berth-bench

@@ -10,6 +10,7 @@ pub mod detach;
 pub mod events;
 pub mod exec;
 pub mod files;
+pub mod flags;
 pub mod images;
 pub mod lifecycle;
 pub mod logs;

@@ -128,6 +128,24 @@ pub(crate) struct TokenResponse {
     pub access_token: Option<String>,
 }
 
+/// The bearer token in a token server's answer (`token`, else
+/// `access_token`, as Docker's distribution spec allows).
+pub fn parse_token(what: &str, body: &[u8]) -> Result<String, crate::RegistryError> {
+    let answer: TokenResponse =
+        serde_json::from_slice(body).map_err(|error| crate::RegistryError::InvalidJson {
+            what: what.to_string(),
+            error,
+        })?;
+    answer
+        .token
+        .or(answer.access_token)
+        .filter(|t| !t.is_empty())
+        .ok_or(crate::RegistryError::Protocol {
+            what: what.to_string(),
+            detail: "the answer holds no token".into(),
+        })
+}
+
 /// Percent-encodes a query value (RFC 3986 unreserved characters kept).
 pub(crate) fn query_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());

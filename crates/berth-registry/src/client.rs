@@ -12,7 +12,7 @@ use std::time::Duration;
 use ureq::http::{Response, StatusCode};
 use ureq::{Agent, SendBody};
 
-use crate::auth::{parse_challenge, query_escape, Challenge, Credentials, TokenResponse};
+use crate::auth::{parse_challenge, query_escape, Challenge, Credentials};
 use crate::authfile::{normalize_registry, DOCKER_HUB};
 use crate::transport::{agent, is_loopback, ClientOptions};
 use crate::RegistryError;
@@ -358,19 +358,7 @@ impl Client {
             .limit(1 << 20)
             .read_to_vec()
             .map_err(|e| transport(&what, e))?;
-        let answer: TokenResponse =
-            serde_json::from_slice(&body).map_err(|error| RegistryError::InvalidJson {
-                what: what.clone(),
-                error,
-            })?;
-        answer
-            .token
-            .or(answer.access_token)
-            .filter(|t| !t.is_empty())
-            .ok_or(RegistryError::Protocol {
-                what,
-                detail: "the answer holds no token".into(),
-            })
+        crate::auth::parse_token(&what, &body)
     }
 }
 

@@ -27,7 +27,7 @@ mod push;
 mod transport;
 mod workers;
 
-pub use auth::{parse_challenge, Challenge, Credentials};
+pub use auth::{parse_challenge, parse_token, Challenge, Credentials};
 pub use authfile::{normalize_registry, AuthFiles, DOCKER_HUB};
 pub use blob::BlobReader;
 pub use client::Client;

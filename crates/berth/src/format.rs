@@ -95,42 +95,12 @@ pub fn human_size(bytes: u64) -> String {
     format!("{trimmed}{}", units[i])
 }
 
-/// Docker's RAMInBytes: "64m", "1g", "512k", "100000", "6MB" (binary units).
-pub fn parse_bytes(s: &str) -> anyhow::Result<i64> {
-    let t = s.trim().to_ascii_lowercase();
-    let num_end = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(num_end);
-    let n: f64 = num.parse().map_err(|_| anyhow::anyhow!("not a size"))?;
-    let mult: f64 = match unit.trim_end_matches("ib").trim_end_matches('b') {
-        "" => 1.0,
-        "k" => 1024.0,
-        "m" => 1024.0 * 1024.0,
-        "g" => 1024.0 * 1024.0 * 1024.0,
-        "t" => 1024f64.powi(4),
-        "p" => 1024f64.powi(5),
-        _ => anyhow::bail!("unknown unit {unit:?}"),
-    };
-    let v = n * mult;
-    if !v.is_finite() || v < 0.0 || v > i64::MAX as f64 {
-        anyhow::bail!("out of range");
-    }
-    Ok(v as i64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn sizes() {
-        assert_eq!(parse_bytes("64m").unwrap(), 64 << 20);
-        assert_eq!(parse_bytes("1G").unwrap(), 1 << 30);
-        assert_eq!(parse_bytes("6MB").unwrap(), 6 << 20);
-        assert_eq!(parse_bytes("100").unwrap(), 100);
-        assert!(parse_bytes("12x").is_err());
-        assert!(parse_bytes("").is_err());
         assert_eq!(human_size(4_260_000), "4.26MB");
         assert_eq!(human_size(999), "999B");
         assert_eq!(human_size(1_500_000_000), "1.5GB");

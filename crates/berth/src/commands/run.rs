@@ -2,10 +2,10 @@
 
 use anyhow::{bail, Context, Result};
 use berth_engine::config::RestartPolicy;
-use berth_engine::{ContainerConfig, Engine, TmpfsMount, VolumeMount};
+use berth_engine::{ContainerConfig, Engine, TmpfsMount};
 
 use crate::cli::{ContainerOpts, CreateArgs, RunArgs};
-use crate::format::parse_bytes;
+use berth_engine::flags::{parse_bytes, parse_volume};
 
 pub fn run(engine: &mut Engine, a: RunArgs) -> Result<u8> {
     let mut cfg = to_config(a.opts)?;
@@ -74,25 +74,11 @@ fn to_config(o: ContainerOpts) -> Result<ContainerConfig> {
     for e in &o.env {
         env.extend(env_value(e));
     }
-    let mut volumes = Vec::new();
-    for v in &o.volume {
-        let parts: Vec<&str> = v.split(':').collect();
-        let (source, target, mode) = match parts.as_slice() {
-            [s, t] => (*s, *t, None),
-            [s, t, m] => (*s, *t, Some(*m)),
-            _ => bail!("invalid volume specification {v:?}: expected HOST:CONTAINER[:ro|rw]"),
-        };
-        let read_only = match mode {
-            None | Some("rw") => false,
-            Some("ro") => true,
-            Some(m) => bail!("invalid volume mode {m:?} in {v:?}: expected ro or rw"),
-        };
-        volumes.push(VolumeMount {
-            source: source.into(),
-            target: target.into(),
-            read_only,
-        });
-    }
+    let volumes = o
+        .volume
+        .iter()
+        .map(|v| parse_volume(v).map_err(anyhow::Error::msg))
+        .collect::<Result<Vec<_>>>()?;
     let tmpfs = o
         .tmpfs
         .iter()
@@ -110,7 +96,11 @@ fn to_config(o: ContainerOpts) -> Result<ContainerConfig> {
     let memory = o
         .memory
         .as_deref()
-        .map(|m| parse_bytes(m).with_context(|| format!("invalid memory limit {m:?}")))
+        .map(|m| {
+            parse_bytes(m)
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("invalid memory limit {m:?}"))
+        })
         .transpose()?;
     let cpus = o
         .cpus
@@ -131,8 +121,10 @@ fn to_config(o: ContainerOpts) -> Result<ContainerConfig> {
     for opt in &o.log_opt {
         match opt.split_once('=') {
             Some(("max-size", v)) => {
-                log_max_size =
-                    parse_bytes(v).with_context(|| format!("invalid --log-opt {opt:?}"))? as u64
+                log_max_size = parse_bytes(v)
+                    .map_err(anyhow::Error::msg)
+                    .with_context(|| format!("invalid --log-opt {opt:?}"))?
+                    as u64
             }
             Some(("max-file", v)) => {
                 log_max_file = v.parse::<u32>().ok().filter(|n| *n >= 1).with_context(|| {
