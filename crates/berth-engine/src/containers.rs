@@ -355,8 +355,25 @@ impl Engine {
                 }
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
+            // Its monitor writes the last output and records the exit: wait
+            // for it (then end it) before its directory goes, or it would
+            // write (or rotate) logs into a directory being removed.
+            for i in 0..400 {
+                if !alive(row.monitor_pid, row.monitor_start) {
+                    break;
+                }
+                if i == 399 {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(row.monitor_pid),
+                        nix::sys::signal::SIGKILL,
+                    );
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            berth_sandbox::fault::point("rm:killed");
         }
         self.cleanup_files(&row.id)?;
+        berth_sandbox::fault::point("rm:cleaned");
         self.db().delete_container(&row.id)?;
         crate::events::emit(&self.root, &row, "destroy", &[]);
         Ok(row.id)

@@ -119,6 +119,7 @@ impl Engine {
             let _ = self.cleanup_runtime(&row.id);
             return Err(e);
         }
+        berth_sandbox::fault::point("start:network");
         let (res_r, res_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| io_err("creating a pipe")(e.into()))?;
         // berth's CLI is single-threaded: forking is safe.
@@ -149,6 +150,7 @@ impl Engine {
                 self.db()
                     .set_monitor(&row.id, m, pid_start_time(m).unwrap_or(0))?;
                 events::emit(&self.root, &row, "start", &[]);
+                berth_sandbox::fault::point("start:recorded");
                 self.find(&row.id)
             }
             (_, failure) => {
@@ -242,6 +244,7 @@ fn become_monitor(l: &Launch, res: &OwnedFd) -> i32 {
             return fail(code, msg);
         }
     };
+    berth_sandbox::fault::point("start:spawned");
     let mut argv = l.argv.clone();
     argv.push(cstr("--pid"));
     argv.push(cstr(started.pid.as_raw().to_string()));

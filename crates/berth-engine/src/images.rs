@@ -47,6 +47,7 @@ impl Engine {
         // Imports share the store; garbage collection must not run meanwhile.
         let _lock = self.lock_store(false)?;
         let imported = self.store()?.import(reader)?;
+        berth_sandbox::fault::point("import:stored");
         let now = now();
         let tx = self.db().conn().transaction()?;
         let mut out = Vec::new();

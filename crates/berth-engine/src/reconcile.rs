@@ -33,8 +33,25 @@ impl Engine {
         if !live_state {
             return Ok(false);
         }
-        let monitor_alive = alive(r.monitor_pid, r.monitor_start);
-        if alive(r.pid, r.pid_start) || monitor_alive {
+        if alive(r.pid, r.pid_start) {
+            return Ok(false);
+        }
+        if alive(r.monitor_pid, r.monitor_start) && r.state == "running" {
+            // The process is gone and its monitor is recording that (or
+            // restarting it): show what it records, not "Up".
+            for _ in 0..200 {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                match self.db().container(&r.id)? {
+                    Some(now) if now.state != r.state || now.pid != r.pid => {
+                        *r = now;
+                        return Ok(false);
+                    }
+                    Some(_) if alive(r.monitor_pid, r.monitor_start) => {}
+                    _ => break,
+                }
+            }
+        }
+        if alive(r.monitor_pid, r.monitor_start) {
             return Ok(false);
         }
         let error = if r.monitor_pid > 0 {

@@ -187,6 +187,7 @@ impl Engine {
             jobs: jobs(),
         };
         let pulled = berth_registry::pull(&client, &store, &req, progress)?;
+        berth_sandbox::fault::point("pull:stored");
         let img = &pulled.image;
         let created = img
             .config

@@ -27,6 +27,7 @@ impl Engine {
         let id = c.row.id.clone();
         let layout = berth_sandbox::Layout::detect()?;
         self.network_up(&c.row, &c.config)?;
+        berth_sandbox::fault::point("run:network");
         let linux = c.spec.linux().as_ref();
         let cg_path = linux
             .and_then(|l| l.cgroups_path().clone())
@@ -113,6 +114,7 @@ impl Engine {
         self.db()
             .set_running(&c.row.id, pid.as_raw(), start, now())?;
         crate::events::emit(&self.root, &c.row, "start", &[]);
+        berth_sandbox::fault::point("run:started");
         wait_loop(pid, &sfd, started.pty_master, cfg.interactive)
     }
 }
@@ -135,6 +137,7 @@ pub fn run_foreground(
     let auto_remove = cfg.auto_remove;
     let console = if cfg.tty { terminal_size() } else { None };
     let created = engine.create(cfg, console)?;
+    berth_sandbox::fault::point("run:created");
     let id = created.row.id.clone();
     let result = engine.start_attached(&created);
     if auto_remove {

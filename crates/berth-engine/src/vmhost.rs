@@ -57,6 +57,7 @@ impl Engine {
         let t0 = std::time::Instant::now();
         match self.prepare_launch(id) {
             Ok(mut launch) => {
+                berth_sandbox::fault::point("vm:prepared");
                 if std::env::var_os("BERTH_VM_TRACE").is_some() {
                     eprintln!("berth-vm: prepared in {} ms", t0.elapsed().as_millis());
                 }

@@ -8,6 +8,9 @@
 //!   `pub_tcp_ip`/`pub_udp_ip` (host address . port → ...) maps: one
 //!   element per published port, DNAT'ed in prerouting (other hosts) and
 //!   output (this host, 127.0.0.1 included) for local destinations.
+//! - `isolate`: nothing is forwarded from one berth bridge to another
+//!   except connections DNAT'ed to a published port (Docker's isolation
+//!   between networks).
 //! - Loopback: a connection to 127.0.0.1:PORT is DNAT'ed to the container
 //!   and leaves through the bridge, which has `route_localnet` set; it is
 //!   masqueraded to the bridge's address so the container can answer. A
@@ -59,6 +62,19 @@ const DEFINITION: &str = r#"table ip berth {
 	chain guard {
 		type filter hook prerouting priority -300; policy accept;
 		iifname @bridges ip daddr 127.0.0.0/8 drop
+	}
+"#;
+
+/// Networks are isolated from each other: nothing is routed from one
+/// berth bridge to another but connections to published ports (DNAT'ed).
+/// With br_netfilter, traffic bridged within one network passes this hook
+/// too, in and out on the same bridge: `same_bridge` holds each bridge's
+/// (name . name) pair, which nft cannot compare otherwise. Its own chain,
+/// so that a table made by an older berth gets it too.
+const ISOLATE: &str = r#"	set same_bridge { type ifname . ifname; }
+	chain isolate {
+		type filter hook forward priority 0; policy accept;
+		iifname @bridges oifname @bridges iifname . oifname != @same_bridge ct status & dnat != dnat drop
 	}
 }
 "#;
@@ -124,12 +140,23 @@ pub fn table_exists() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Creates berth's table unless it exists.
+/// Creates berth's table unless it exists (and adds what a table made by
+/// an older berth lacks).
 pub fn ensure_table() -> Result<()> {
-    if table_exists() {
+    if !table_exists() {
+        return apply(&format!("{DEFINITION}{ISOLATE}"));
+    }
+    let has_isolate = Command::new(nft())
+        .args(["list", "chain", "ip", TABLE, "isolate"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if has_isolate {
         return Ok(());
     }
-    apply(DEFINITION)
+    apply(&format!("table ip {TABLE} {{\n{ISOLATE}"))
 }
 
 /// Deletes berth's table (and with it every berth rule).
@@ -142,7 +169,8 @@ pub fn delete_table() -> Result<()> {
 
 fn network_elements(bridge: &str, subnet: &Subnet) -> String {
     format!(
-        "element ip {TABLE} bridges {{ \"{bridge}\" }}\nelement ip {TABLE} subnets {{ {subnet} }}\n"
+        "element ip {TABLE} bridges {{ \"{bridge}\" }}\nelement ip {TABLE} subnets {{ {subnet} }}\n\
+         element ip {TABLE} same_bridge {{ \"{bridge}\" . \"{bridge}\" }}\n"
     )
 }
 

@@ -7,6 +7,7 @@
 pub mod cgroup;
 mod child;
 pub mod exec;
+pub mod fault;
 pub mod fds;
 pub mod foreground;
 mod guards;

@@ -405,6 +405,7 @@ fn boot(l: &Launch, snapshot: Option<&Path>) -> Result<Vm, VmError> {
     drop(snap_file);
     drop(disks);
     let mut qemu = spawned.map_err(io_err("starting qemu-system-x86_64"))?;
+    berth_sandbox::fault::point("vm:qemu");
     crate::conn::set_nonblocking(console_r.as_fd()).map_err(io_err("console pipe"))?;
     crate::conn::set_nonblocking(err_r.as_fd()).map_err(io_err("qemu stderr pipe"))?;
     // QEMU creates the control socket while it sets up its devices.

@@ -237,3 +237,274 @@ fn proc_cannot_be_redirected_by_an_image_or_a_volume() {
         r.fails_with("/proc");
     }
 }
+
+const HTTPD: &str =
+    "mkdir -p /www && echo hello-from-n2 > /www/index.html && exec httpd -f -p 80 -h /www";
+
+/// A network's gateway and prefix length, from `network inspect`.
+fn gateway(env: &Env, net: &str) -> (String, String) {
+    let out = env.berth(&["network", "inspect", net]).ok().stdout;
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let v = if v.is_array() { v[0].clone() } else { v };
+    let cfg = &v["IPAM"]["Config"][0];
+    let prefix = cfg["Subnet"].as_str().unwrap().split('/').nth(1).unwrap();
+    (
+        cfg["Gateway"].as_str().unwrap().to_string(),
+        prefix.to_string(),
+    )
+}
+
+#[test]
+fn networks_are_isolated_except_through_published_ports() {
+    let env = Env::with_busybox();
+    for n in ["n1", "n2"] {
+        env.berth(&["network", "create", n]).ok();
+    }
+    env.berth(&[
+        "run",
+        "-d",
+        "--name",
+        "srv",
+        "--network",
+        "n2",
+        "-p",
+        "8300:80",
+        "busybox",
+        "sh",
+        "-c",
+        HTTPD,
+    ])
+    .ok();
+    let srv = env
+        .berth(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", "srv"])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    let get = |net: &str, url: &str| {
+        let script = format!(
+            "for i in $(seq 1 10); do timeout 3 wget -q -O- {url} && exit 0; sleep 0.2; done; echo unreachable"
+        );
+        env.berth(&[
+            "run",
+            "--rm",
+            "--network",
+            net,
+            "busybox",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .ok()
+        .stdout
+    };
+    // The same network reaches it.
+    assert_eq!(get("n2", &format!("http://{srv}/")), "hello-from-n2\n");
+    // Another user network and the default bridge do not...
+    let once = |net: &str| {
+        let script = format!("timeout 3 wget -q -O- http://{srv}/ 2>/dev/null || echo unreachable");
+        env.berth(&[
+            "run",
+            "--rm",
+            "--network",
+            net,
+            "busybox",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .ok()
+        .stdout
+    };
+    assert_eq!(once("n1"), "unreachable\n", "n1 reached n2's container");
+    assert_eq!(
+        once("bridge"),
+        "unreachable\n",
+        "bridge reached n2's container"
+    );
+    // ...except through its published port on the host.
+    let (gw1, _) = gateway(&env, "n1");
+    assert_eq!(get("n1", &format!("http://{gw1}:8300/")), "hello-from-n2\n");
+    env.berth(&["rm", "-f", "srv"]).ok();
+    for n in ["n1", "n2"] {
+        env.berth(&["network", "rm", n]).ok();
+    }
+}
+
+/// A TCP listener process; killed when dropped (also when a test fails).
+struct Listener(std::process::Child);
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A TCP listener on `addr` in namespace `ns` (python3), answering "hi".
+fn listener(ns: &Path, addr: &str, port: u16) -> Listener {
+    let code = format!(
+        "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+         s.bind(('{addr}',{port}))\ns.listen(8)\nprint('ready',flush=True)\n\
+         while True:\n c,_=s.accept()\n c.sendall(b'hi')\n c.close()\n"
+    );
+    let mut child = Command::new("nsenter")
+        .arg(format!("--net={}", ns.display()))
+        .args(["python3", "-c", &code])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "ready");
+    Listener(child)
+}
+
+/// Connects from namespace `ns` to `addr:port` (2 s); what it read or why not.
+fn connect_from(ns: &Path, addr: &str, port: u16) -> String {
+    let code = format!(
+        "import socket\ns=socket.socket()\ns.settimeout(2)\n\
+         try:\n s.connect(('{addr}',{port}))\n print(s.recv(10).decode())\n\
+         except Exception as e:\n print('failed', type(e).__name__)\n"
+    );
+    crate::nethelp::in_ns(ns, "python3", &["-c", &code])
+        .ok()
+        .stdout
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn cve_2020_8558_a_neighbour_cannot_reach_the_hosts_loopback() {
+    let env = Env::with_busybox();
+    env.berth(&["run", "-d", "--name", "c", "busybox", "sleep", "60"])
+        .ok();
+    let bridge = crate::roots::bridge_of(&|args| env.berth(args));
+    let (gw, prefix) = gateway(&env, "bridge");
+    // The host's services: one on loopback only, one on the gateway.
+    let _local = listener(&env.netns(), "127.0.0.1", 9555);
+    let _public = listener(&env.netns(), &gw, 9556);
+    // The attacker: a neighbour on the bridge (a container with
+    // CAP_NET_ADMIN, or a VM) that routes 127.0.0.1 to the gateway.
+    let atk = env.dir.path().join("attacker-netns");
+    crate::nethelp::private_netns(&atk);
+    let atk_s = atk.display().to_string();
+    env.in_ns(
+        "ip",
+        &[
+            "link", "add", "atk0", "type", "veth", "peer", "name", "eth0", "netns", &atk_s,
+        ],
+    )
+    .ok();
+    env.in_ns("ip", &["link", "set", "atk0", "master", &bridge, "up"])
+        .ok();
+    let me = format!("{}.250/{prefix}", gw.rsplit_once('.').unwrap().0);
+    for args in [
+        vec!["addr", "add", &me, "dev", "eth0"],
+        vec!["link", "set", "eth0", "up"],
+        vec![
+            "route",
+            "del",
+            "local",
+            "127.0.0.0/8",
+            "dev",
+            "lo",
+            "table",
+            "local",
+        ],
+        vec![
+            "route",
+            "del",
+            "local",
+            "127.0.0.1",
+            "dev",
+            "lo",
+            "table",
+            "local",
+        ],
+    ] {
+        crate::nethelp::in_ns(&atk, "ip", &args);
+    }
+    crate::nethelp::in_ns(
+        &atk,
+        "sh",
+        &["-c", "echo 1 > /proc/sys/net/ipv4/conf/eth0/route_localnet; echo 1 > /proc/sys/net/ipv4/conf/all/route_localnet"],
+    )
+    .ok();
+    crate::nethelp::in_ns(
+        &atk,
+        "ip",
+        &[
+            "route",
+            "add",
+            "127.0.0.1/32",
+            "via",
+            &gw,
+            "dev",
+            "eth0",
+            "onlink",
+        ],
+    )
+    .ok();
+    // The neighbour reaches the gateway's service (the path works)...
+    assert_eq!(connect_from(&atk, &gw, 9556), "hi");
+    // ...and not the host's loopback through it.
+    let got = connect_from(&atk, "127.0.0.1", 9555);
+    assert!(
+        got.starts_with("failed"),
+        "the host's loopback answered: {got}"
+    );
+    env.in_ns("ip", &["link", "del", "atk0"]);
+    let _ = nix::mount::umount2(&atk, nix::mount::MntFlags::MNT_DETACH);
+}
+
+#[test]
+fn a_microvm_guest_reaches_no_host_loopback_service() {
+    if !crate::vm::vms_available() {
+        return;
+    }
+    let env = Env::with_busybox();
+    // The default network exists once a container used it.
+    env.berth(&["run", "--rm", "busybox", "true"]).ok();
+    let (gw, _) = gateway(&env, "bridge");
+    let _local = listener(&env.netns(), "127.0.0.1", 9565);
+    let _public = listener(&env.netns(), &gw, 9566);
+    let script = format!(
+        "echo gw:$(nc -w 2 {gw} 9566 </dev/null); \
+         echo lo-via-gw:$(nc -w 2 {gw} 9565 </dev/null 2>&1 | head -c 20); \
+         echo lo:$(nc -w 2 127.0.0.1 9565 </dev/null 2>&1 | head -c 20); \
+         ls /run/berth 2>&1; true"
+    );
+    let out = crate::vm::run(
+        &mut crate::vm::vm(&env),
+        &[
+            "run",
+            "--rm",
+            "--isolation",
+            "vm",
+            "busybox",
+            "sh",
+            "-c",
+            &script,
+        ],
+    )
+    .ok()
+    .stdout;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "gw:hi", "the guest's network works: {out}");
+    assert!(
+        !lines[1].contains("hi"),
+        "the host's loopback answered: {out}"
+    );
+    assert!(
+        !lines[2].contains("hi"),
+        "the guest's loopback is the host's: {out}"
+    );
+    // The host's sockets (QEMU's, the agent channel's, virtiofsd's) are
+    // no files of the guest's.
+    assert!(!out.contains(".sock"), "{out}");
+}

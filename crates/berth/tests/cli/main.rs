@@ -4,6 +4,7 @@ mod bad_input;
 mod common;
 mod detached;
 mod escapes;
+mod faults;
 mod images;
 mod isolation;
 mod limits;

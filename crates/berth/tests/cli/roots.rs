@@ -12,15 +12,26 @@ fn httpd(text: &str) -> String {
     format!("mkdir -p /www && echo {text} > /www/index.html && exec httpd -f -p 80 -h /www")
 }
 
-/// A second root beside `env`'s, in the same network namespace.
-fn second(env: &Env) -> impl Fn(&[&str]) -> Run + '_ {
-    let dir = env.dir.path().join("second");
-    move |args: &[&str]| {
-        let mut c: Command = env.cmd();
+/// A second root beside `env`'s, in the same network namespace; its
+/// containers go when it does (even when the test failed).
+struct Second<'a>(&'a Env);
+
+impl Second<'_> {
+    fn run(&self, args: &[&str]) -> Run {
+        let dir = self.0.dir.path().join("second");
+        let mut c: Command = self.0.cmd();
         c.env("BERTH_ROOT", dir.join("root"))
             .env("BERTH_RUN_ROOT", dir.join("run"))
             .args(args);
         Run::from(c.output().unwrap())
+    }
+}
+
+impl Drop for Second<'_> {
+    fn drop(&mut self) {
+        for id in self.run(&["ps", "-aq"]).stdout.lines() {
+            self.run(&["rm", "-f", id]);
+        }
     }
 }
 
@@ -38,7 +49,8 @@ pub fn bridge_of(run: &dyn Fn(&[&str]) -> Run) -> String {
 #[test]
 fn two_roots_publish_side_by_side_and_stay_independent() {
     let a = Env::with_busybox();
-    let b = second(&a);
+    let second = Second(&a);
+    let b = |args: &[&str]| second.run(args);
     b(&["image", "import", busybox_tar().to_str().unwrap()]).ok();
     let web = |run: &dyn Fn(&[&str]) -> Run, port: &str, text: &str| {
         let p = format!("{port}:80");
