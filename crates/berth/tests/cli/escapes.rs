@@ -452,11 +452,28 @@ fn cve_2020_8558_a_neighbour_cannot_reach_the_hosts_loopback() {
     .ok();
     // The neighbour reaches the gateway's service (the path works)...
     assert_eq!(connect_from(&atk, &gw, 9556), "hi");
-    // ...and not the host's loopback through it.
+    // ...and nothing of its reaches the host's loopback service through it
+    // (counted where the host would deliver it: the replies could not even
+    // get back; the packets getting there is the breach).
+    let probe =
+        "table ip probe {\n chain input { type filter hook input priority 0; policy accept; \
+                 ip daddr 127.0.0.1 tcp dport 9555 iifname != \"lo\" counter; }\n}\n";
+    let script = env.dir.path().join("probe.nft");
+    std::fs::write(&script, probe).unwrap();
+    env.in_ns("nft", &["-f", script.to_str().unwrap()]).ok();
     let got = connect_from(&atk, "127.0.0.1", 9555);
+    let counted = env
+        .in_ns("nft", &["list", "table", "ip", "probe"])
+        .ok()
+        .stdout;
+    env.in_ns("nft", &["delete", "table", "ip", "probe"]).ok();
     assert!(
         got.starts_with("failed"),
         "the host's loopback answered: {got}"
+    );
+    assert!(
+        counted.contains("packets 0 "),
+        "packets for 127.0.0.1 from the bridge reached the host: {counted}"
     );
     env.in_ns("ip", &["link", "del", "atk0"]);
     let _ = nix::mount::umount2(&atk, nix::mount::MntFlags::MNT_DETACH);
