@@ -13,7 +13,7 @@ setup:
 	@$(CARGO) --version >/dev/null || { echo "make: cargo is missing; install Rust (rustup) first" >&2; exit 1; }
 
 build: setup
-	$(CARGO) build --release --workspace --bins
+	$(CARGO) build --release --workspace --bins --exclude berth-fuzz
 	@scripts/build-agent.sh --release
 
 # The microVM guest's init, static (target/x86_64-unknown-linux-gnu/release).

@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::{Context, Result};
 
 mod archive;
+pub mod attack;
 mod evil;
 mod layers;
 mod multi;

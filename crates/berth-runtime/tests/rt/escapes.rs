@@ -5,40 +5,15 @@
 //! for a symlink while masking (CVE-2025-31133). Each is blocked with one
 //! line and leaves the host unchanged.
 
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use serde_json::json;
 
-use crate::common::*;
+use berth_fixtures::attack::with_open_fds;
 
-/// Descriptors 3..=30 of the runtime process are open on `dir`.
-fn with_open_fds(mut c: Command, dir: &Path) -> Command {
-    let dir = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: runs in the forked child before exec, calling only
-    // async-signal-safe functions on memory allocated before the fork.
-    unsafe {
-        c.pre_exec(move || {
-            let fd = libc::open(dir.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY);
-            if fd < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            for n in 3..=30 {
-                if n != fd {
-                    libc::dup2(fd, n);
-                }
-            }
-            if fd > 30 {
-                libc::close(fd);
-            }
-            Ok(())
-        });
-    }
-    c
-}
+use crate::common::*;
 
 const LIST_FDS: &str = "cd /proc/self/fd && echo *";
 

@@ -229,3 +229,51 @@ impl Drop for Env {
         }
     }
 }
+
+/// A small filesystem (tmpfs of `size`, e.g. "1600k") at `<dir>/small`
+/// while it lives: a store on it runs out of space.
+pub struct SmallFs {
+    pub path: PathBuf,
+}
+
+impl SmallFs {
+    pub fn new(env: &Env, size: &str) -> SmallFs {
+        let path = env.dir.path().join("small");
+        std::fs::create_dir_all(&path).unwrap();
+        nix::mount::mount(
+            Some("tmpfs"),
+            &path,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some(format!("size={size}").as_str()),
+        )
+        .unwrap();
+        SmallFs { path }
+    }
+
+    /// Its regular files, sorted, but berth's database and event log
+    /// (compared through the CLI instead).
+    pub fn files(&self) -> Vec<String> {
+        fn walk(p: &Path, out: &mut Vec<String>) {
+            for e in std::fs::read_dir(p).into_iter().flatten().flatten() {
+                let path = e.path();
+                if path.is_dir() && !path.is_symlink() {
+                    walk(&path, out);
+                } else {
+                    out.push(path.display().to_string());
+                }
+            }
+        }
+        let mut v = Vec::new();
+        walk(&self.path, &mut v);
+        v.retain(|f| !f.contains("berth.db") && !f.contains("events.log"));
+        v.sort();
+        v
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.path, nix::mount::MntFlags::MNT_DETACH);
+    }
+}

@@ -2,38 +2,12 @@
 //! against `berth run`, `run -d`, restarts and `exec`; each must be blocked
 //! with a one-line error and leave the host unchanged.
 
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
 
-use crate::common::*;
+use berth_fixtures::attack::with_open_fds;
 
-/// Descriptors 3..=30 of the berth process are open on `dir` (not
-/// close-on-exec), as a careless caller's would be.
-fn with_open_fds(mut c: Command, dir: &Path) -> Command {
-    let dir = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: the closure runs in the forked child before exec and only
-    // calls async-signal-safe functions (open, dup2, close) on a path that
-    // was allocated before the fork.
-    unsafe {
-        c.pre_exec(move || {
-            let fd = libc::open(dir.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY);
-            if fd < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            for n in 3..=30 {
-                if n != fd {
-                    libc::dup2(fd, n);
-                }
-            }
-            if fd > 30 {
-                libc::close(fd);
-            }
-            Ok(())
-        });
-    }
-    c
-}
+use crate::common::*;
 
 /// A host directory with a secret in it, to be reached through a leaked fd.
 fn secret_dir(env: &Env) -> std::path::PathBuf {
@@ -281,9 +255,10 @@ fn networks_are_isolated_except_through_published_ports() {
         .stdout
         .trim()
         .to_string();
-    let get = |net: &str, url: &str| {
+    // `tries` attempts of 3 s each from a container on `net`.
+    let get = |net: &str, url: &str, tries: u32| {
         let script = format!(
-            "for i in $(seq 1 10); do timeout 3 wget -q -O- {url} && exit 0; sleep 0.2; done; echo unreachable"
+            "for i in $(seq 1 {tries}); do timeout 3 wget -q -O- {url} 2>/dev/null && exit 0; sleep 0.2; done; echo unreachable"
         );
         env.berth(&[
             "run",
@@ -298,24 +273,11 @@ fn networks_are_isolated_except_through_published_ports() {
         .ok()
         .stdout
     };
+    let direct = format!("http://{srv}/");
     // The same network reaches it.
-    assert_eq!(get("n2", &format!("http://{srv}/")), "hello-from-n2\n");
+    assert_eq!(get("n2", &direct, 10), "hello-from-n2\n");
     // Another user network and the default bridge do not...
-    let once = |net: &str| {
-        let script = format!("timeout 3 wget -q -O- http://{srv}/ 2>/dev/null || echo unreachable");
-        env.berth(&[
-            "run",
-            "--rm",
-            "--network",
-            net,
-            "busybox",
-            "sh",
-            "-c",
-            &script,
-        ])
-        .ok()
-        .stdout
-    };
+    let once = |net: &str| get(net, &direct, 1);
     assert_eq!(once("n1"), "unreachable\n", "n1 reached n2's container");
     assert_eq!(
         once("bridge"),
@@ -324,7 +286,10 @@ fn networks_are_isolated_except_through_published_ports() {
     );
     // ...except through its published port on the host.
     let (gw1, _) = gateway(&env, "n1");
-    assert_eq!(get("n1", &format!("http://{gw1}:8300/")), "hello-from-n2\n");
+    assert_eq!(
+        get("n1", &format!("http://{gw1}:8300/"), 10),
+        "hello-from-n2\n"
+    );
     env.berth(&["rm", "-f", "srv"]).ok();
     for n in ["n1", "n2"] {
         env.berth(&["network", "rm", n]).ok();

@@ -215,60 +215,19 @@ fn vm_crashes_leave_no_qemu_and_truthful_records() {
 fn a_full_disk_during_import_is_one_line_and_changes_nothing() {
     let env = Env::new();
     // The store on a filesystem too small for the image.
-    let small = env.dir.path().join("small");
-    std::fs::create_dir_all(&small).unwrap();
-    nix::mount::mount(
-        Some("tmpfs"),
-        &small,
-        Some("tmpfs"),
-        nix::mount::MsFlags::empty(),
-        Some("size=1600k"),
-    )
-    .unwrap();
-    struct Unmount<'a>(&'a Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            let _ = nix::mount::umount2(self.0, nix::mount::MntFlags::MNT_DETACH);
-        }
-    }
-    let _unmount = Unmount(&small);
+    let small = SmallFs::new(&env, "1600k");
     let berth = |args: &[&str]| {
         let mut c = env.cmd();
-        c.env("BERTH_ROOT", small.join("root")).args(args);
+        c.env("BERTH_ROOT", small.path.join("root")).args(args);
         Run::from(c.output().unwrap())
     };
     berth(&["images"]).ok();
-    let listing = || {
-        let mut v = Vec::new();
-        for e in walk_files(&small.join("root")) {
-            let dir = Path::new(&e).is_dir();
-            if !dir && !e.contains("berth.db") && !e.contains("events.log") {
-                v.push(e);
-            }
-        }
-        v.sort();
-        v
-    };
-    let before = listing();
+    let before = small.files();
     let r = berth(&["image", "import", busybox_tar().to_str().unwrap()]);
     assert_ne!(r.code, 0, "the import fit: {}", r.stdout);
     r.fails_with("No space left on device");
-    assert_eq!(listing(), before, "a failed import changed the store");
+    assert_eq!(small.files(), before, "a failed import changed the store");
     assert_eq!(berth(&["images", "-q"]).ok().stdout, "");
-}
-
-fn walk_files(p: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(p) {
-        for e in rd.flatten() {
-            let path = e.path();
-            out.push(path.display().to_string());
-            if path.is_dir() && !path.is_symlink() {
-                out.extend(walk_files(&path));
-            }
-        }
-    }
-    out
 }
 
 /// The sizes of a container's log files (`container.log*`).

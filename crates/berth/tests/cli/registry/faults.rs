@@ -232,47 +232,17 @@ fn a_pull_that_crashes_before_recording_leaves_it_pullable() {
 fn a_full_disk_during_pull_is_one_line_and_changes_nothing() {
     let (reg, _) = loaded();
     let env = Env::new();
-    let small = env.dir.path().join("small");
-    std::fs::create_dir_all(&small).unwrap();
-    nix::mount::mount(
-        Some("tmpfs"),
-        &small,
-        Some("tmpfs"),
-        nix::mount::MsFlags::empty(),
-        Some("size=1500k"),
-    )
-    .unwrap();
-    let root = small.join("root");
+    let small = SmallFs::new(&env, "1500k");
+    let root = small.path.join("root");
     let root_s = root.to_str().unwrap().to_string();
     let vars = [("BERTH_ROOT", root_s.as_str())];
     berth_with(&env, &["images"], &vars, None).ok();
-    let files = || {
-        let mut v: Vec<String> = walkdir_files(&root)
-            .into_iter()
-            .filter(|f| !f.contains("berth.db") && !f.contains("events.log"))
-            .collect();
-        v.sort();
-        v
-    };
-    let before = files();
+    let before = small.files();
     let out = berth_with(&env, &["pull", &reg.name("layered:v1")], &vars, None);
-    let after = files();
+    let after = small.files();
     let listed = berth_with(&env, &["images", "-q"], &vars, None);
-    nix::mount::umount2(&small, nix::mount::MntFlags::MNT_DETACH).unwrap();
+    drop(small);
     out.fails_with("No space left on device");
     assert_eq!(before, after, "a failed pull changed the store");
     assert_eq!(listed.ok().stdout, "");
-}
-
-fn walkdir_files(p: &std::path::Path) -> Vec<String> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(p).into_iter().flatten().flatten() {
-        let path = e.path();
-        if path.is_dir() {
-            out.extend(walkdir_files(&path));
-        } else {
-            out.push(path.display().to_string());
-        }
-    }
-    out
 }
