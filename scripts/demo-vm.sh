@@ -8,7 +8,7 @@ if ! berth info | grep -q '^MicroVM accelerator'; then
   return 0
 fi
 show berth run --rm busybox uname -r
-show berth run --rm --isolation vm busybox sh -c 'echo "kernel $(uname -r), $(ps -o pid= | wc -l) processes"; ip -4 -o addr show eth0'
+show berth run --rm --isolation vm busybox sh -c 'echo "kernel $(uname -r)"; ps -o pid,comm; ip -4 -o addr show eth0'
 mkdir -p "$DEMO/shared" && echo "a file from the host" > "$DEMO/shared/host.txt"
 show berth run --rm --isolation vm -v "$DEMO/shared:/shared" busybox sh -c 'cat /shared/host.txt; echo "written by the guest" > /shared/guest.txt'
 show cat "$DEMO/shared/guest.txt"

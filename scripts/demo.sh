@@ -44,7 +44,7 @@ berth rm -f ticker >/dev/null 2>&1 || true
 show berth run -d --name ticker --restart on-failure busybox sh -c 'i=0; while :; do i=$((i+1)); echo "tick $i"; sleep 0.2; done'
 sleep 1
 show berth logs --tail 3 ticker
-show berth exec ticker sh -c 'echo "exec sees $(ps -o pid= | wc -l) processes; hostname $(hostname)"'
+show berth exec ticker sh -c 'echo "hostname $(hostname), exec sees:"; ps -o pid,comm'
 show berth top ticker
 show berth stop -t 1 ticker
 show berth ps -a --format '{{.Names}}: {{.Status}}'

@@ -357,6 +357,14 @@ fn cve_2020_8558_a_neighbour_cannot_reach_the_hosts_loopback() {
     // CAP_NET_ADMIN, or a VM) that routes 127.0.0.1 to the gateway.
     let atk = env.dir.path().join("attacker-netns");
     crate::nethelp::private_netns(&atk);
+    // Gone with the test, whether it passes or not.
+    struct Netns<'a>(&'a Path);
+    impl Drop for Netns<'_> {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount2(self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    let _atk_ns = Netns(&atk);
     let atk_s = atk.display().to_string();
     env.in_ns(
         "ip",
@@ -441,7 +449,6 @@ fn cve_2020_8558_a_neighbour_cannot_reach_the_hosts_loopback() {
         "packets for 127.0.0.1 from the bridge reached the host: {counted}"
     );
     env.in_ns("ip", &["link", "del", "atk0"]);
-    let _ = nix::mount::umount2(&atk, nix::mount::MntFlags::MNT_DETACH);
 }
 
 #[test]
