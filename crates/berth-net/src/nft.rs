@@ -156,7 +156,40 @@ pub fn ensure_table() -> Result<()> {
     if has_isolate {
         return Ok(());
     }
-    apply(&format!("table ip {TABLE} {{\n{ISOLATE}"))
+    // The bridges the table already has stay reachable within themselves.
+    let mut script = format!("table ip {TABLE} {{\n{ISOLATE}");
+    for b in set_elements("bridges") {
+        script.push_str(&format!(
+            "add element ip {TABLE} same_bridge {{ \"{b}\" . \"{b}\" }}\n"
+        ));
+    }
+    apply(&script)
+}
+
+/// The elements of one of berth's sets (names without their quotes).
+fn set_elements(set: &str) -> Vec<String> {
+    let out = Command::new(nft())
+        .args(["list", "set", "ip", TABLE, set])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output();
+    let text = match out {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
+        _ => return Vec::new(),
+    };
+    parse_elements(&text)
+}
+
+fn parse_elements(listing: &str) -> Vec<String> {
+    let Some(start) = listing.find("elements = {") else {
+        return Vec::new();
+    };
+    let rest = &listing[start + "elements = {".len()..];
+    let body = &rest[..rest.find('}').unwrap_or(rest.len())];
+    body.split(',')
+        .map(|e| e.trim().trim_matches('"').to_string())
+        .filter(|e| !e.is_empty())
+        .collect()
 }
 
 /// Deletes berth's table (and with it every berth rule).
@@ -296,4 +329,22 @@ pub fn published() -> Result<Vec<String>> {
         inside = !done;
     }
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_listings_are_parsed() {
+        let listing = "table ip berth {\n\tset bridges {\n\t\ttype ifname\n\t\telements = { \"berth0\", \"br-0123456789ab\",\n\t\t\t     \"berth-a1b2c3\" }\n\t}\n}\n";
+        assert_eq!(
+            parse_elements(listing),
+            ["berth0", "br-0123456789ab", "berth-a1b2c3"]
+        );
+        assert!(
+            parse_elements("table ip berth {\n\tset bridges {\n\t\ttype ifname\n\t}\n}\n")
+                .is_empty()
+        );
+    }
 }
