@@ -497,3 +497,76 @@ fn a_microvm_guest_reaches_no_host_loopback_service() {
     // no files of the guest's.
     assert!(!out.contains(".sock"), "{out}");
 }
+
+#[test]
+fn cve_2024_21626_no_helper_inherits_the_callers_fds() {
+    let env = Env::with_busybox();
+    let secret = secret_dir(&env);
+    let run = |args: &[&str]| {
+        let mut c = crate::vm::vm(&env);
+        c.args(args);
+        Run::from(with_open_fds(c, &secret).output().unwrap())
+    };
+    // berth-dns (a user network), the monitor, and for a VM with a volume
+    // the VM's host process, QEMU and virtiofsd.
+    run(&["network", "create", "fdnet"]).ok();
+    run(&[
+        "run",
+        "-d",
+        "--name",
+        "d",
+        "--network",
+        "fdnet",
+        "busybox",
+        "sleep",
+        "60",
+    ])
+    .ok();
+    if crate::vm::vms_available() {
+        let vol = env.dir.path().join("vol");
+        std::fs::create_dir_all(&vol).unwrap();
+        let v = format!("{}:/vol", vol.display());
+        run(&[
+            "run",
+            "-d",
+            "--name",
+            "v",
+            "--isolation",
+            "vm",
+            "-v",
+            &v,
+            "busybox",
+            "sleep",
+            "60",
+        ])
+        .ok();
+    }
+    let dir = env.dir.path().display().to_string();
+    let mut checked = 0;
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if !cmd.contains(&dir) {
+            continue;
+        }
+        checked += 1;
+        for fd in std::fs::read_dir(e.path().join("fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let target = std::fs::read_link(fd.path()).unwrap_or_default();
+            assert!(
+                !target.starts_with(&secret),
+                "{cmd} holds {}",
+                target.display()
+            );
+        }
+    }
+    assert!(checked >= 2, "no helper processes found");
+    env.berth(&["rm", "-f", "d"]).ok();
+    let _ = env.berth(&["rm", "-f", "v"]);
+    env.berth(&["network", "rm", "fdnet"]).ok();
+}
