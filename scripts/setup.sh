@@ -10,6 +10,7 @@ PACKAGES=(
   docker-registry skopeo apache2-utils openssl # registry tests and the pull benchmark (htpasswd, certificates)
   util-linux bsdutils iproute2 procps          # unshare, script, ip, ps
   nftables curl debootstrap                    # networking (NAT, published ports), the nginx example
+  python3                                      # the escape tests' socket peers
   qemu-system-x86 erofs-utils e2fsprogs kmod lz4 # microVMs: QEMU, image disks, the guest kernel's modules
 )
 

@@ -185,14 +185,16 @@ impl Engine {
         let _ = cgroup.destroy();
         crate::vm::cleanup_run_dir(&self.run_root, id);
         let reason = crate::vm::take_exit_reason(&self.container_dir(id));
-        // Free the network of a final exit before the record says exited:
-        // `stop` returns on that, and a `start` may follow at once.
+        // Free the network and the rootfs mount of a final exit before the
+        // record says exited: `stop` returns on that, and a `start` (which
+        // mounts the rootfs again) may follow at once.
         let cfg = Self::config_of(&row);
         if !cfg
             .restart
             .should_restart(code, row.restart_count, row.stop_requested)
         {
             let _ = self.network_down(id);
+            let _ = rootfs::unmount(&self.container_dir(id).join("rootfs"));
         }
         self.db().set_exited(id, code, oom, &reason, now())?;
         if oom {
@@ -215,7 +217,6 @@ impl Engine {
             };
             return Ok(Some(delay.min(60_000)));
         }
-        let _ = rootfs::unmount(&self.container_dir(id).join("rootfs"));
         if cfg.auto_remove {
             self.cleanup_files(id)?;
             self.db().delete_container(id)?;
