@@ -91,9 +91,10 @@ fn signals_are_forwarded() {
 fn tty_has_window_size() {
     let env = Env::with_busybox();
     let cmd = format!(
-        "stty rows 33 cols 101; BERTH_ROOT={} BERTH_RUN_ROOT={} {BERTH} run --rm -it busybox sh -c 'tty; stty size; exit 5'",
+        "stty rows 33 cols 101; BERTH_ROOT={} BERTH_RUN_ROOT={} nsenter --net={} {BERTH} run --rm -it busybox sh -c 'tty; stty size; exit 5'",
         env.root().display(),
-        env.dir.path().join("run").display()
+        env.dir.path().join("run").display(),
+        env.netns().display()
     );
     let out = std::process::Command::new("script")
         .args(["-qec", &cmd, "/dev/null"])

@@ -554,11 +554,12 @@ fn vm_tty_has_window_size() {
     }
     let env = Env::with_busybox();
     let cmd = format!(
-        "stty rows 33 cols 101; BERTH_AGENT={} BERTH_VM_CACHE={} BERTH_ROOT={} BERTH_RUN_ROOT={} {BERTH} run --rm -it --isolation vm busybox sh -c 'tty; stty size; exit 5'",
+        "stty rows 33 cols 101; BERTH_AGENT={} BERTH_VM_CACHE={} BERTH_ROOT={} BERTH_RUN_ROOT={} nsenter --net={} {BERTH} run --rm -it --isolation vm busybox sh -c 'tty; stty size; exit 5'",
         agent().display(),
         vm_cache_dir().display(),
         env.root().display(),
-        env.dir.path().join("run").display()
+        env.dir.path().join("run").display(),
+        env.netns().display()
     );
     let out = Command::new("script")
         .args(["-qec", &cmd, "/dev/null"])
