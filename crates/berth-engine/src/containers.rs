@@ -2,6 +2,7 @@
 //! writing a standalone OCI bundle.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde_json::json;
 
@@ -31,6 +32,19 @@ pub fn pid_start_time(pid: i32) -> Option<u64> {
 }
 
 pub use berth_sandbox::procfs::alive;
+
+/// Waits up to `limit` for process `pid` (started at `start`) to be gone;
+/// whether it is.
+pub(crate) fn wait_dead(pid: i32, start: u64, limit: Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while alive(pid, start) {
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    true
+}
 
 pub use berth_sandbox::time::rfc3339;
 
@@ -349,26 +363,15 @@ impl Engine {
                     nix::sys::signal::SIGKILL,
                 );
             }
-            for _ in 0..2000 {
-                if !alive(row.pid, row.pid_start) {
-                    break;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
+            wait_dead(row.pid, row.pid_start, Duration::from_secs(10));
             // Its monitor writes the last output and records the exit: wait
             // for it (then end it) before its directory goes, or it would
             // write (or rotate) logs into a directory being removed.
-            for i in 0..400 {
-                if !alive(row.monitor_pid, row.monitor_start) {
-                    break;
-                }
-                if i == 399 {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(row.monitor_pid),
-                        nix::sys::signal::SIGKILL,
-                    );
-                }
-                std::thread::sleep(std::time::Duration::from_millis(5));
+            if !wait_dead(row.monitor_pid, row.monitor_start, Duration::from_secs(2)) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(row.monitor_pid),
+                    nix::sys::signal::SIGKILL,
+                );
             }
             berth_sandbox::fault::point("rm:killed");
         }

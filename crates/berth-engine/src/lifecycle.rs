@@ -11,7 +11,7 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use crate::config::ContainerConfig;
-use crate::containers::{alive, cgroups_path, pid_start_time};
+use crate::containers::{cgroups_path, pid_start_time, wait_dead};
 use crate::db::ContainerRow;
 use crate::{events, io_err, now, rootfs, Engine, EngineError};
 
@@ -288,11 +288,7 @@ impl Engine {
         } else if row.state == "running" {
             let _ = nix::sys::signal::kill(pid, sig);
         }
-        let deadline = Instant::now() + Duration::from_secs(timeout as u64);
-        while alive(row.pid, row.pid_start) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        if alive(row.pid, row.pid_start) {
+        if !wait_dead(row.pid, row.pid_start, Duration::from_secs(timeout as u64)) {
             cgroup.kill_all();
         }
         events::emit(&self.root, &row, "stop", &[]);

@@ -257,7 +257,7 @@ impl VmmCommand {
             .arg(&self.id);
         let mut master = None;
         if tty {
-            let (m, slave, _) = berth_sandbox::tty::open_pty()
+            let (m, slave) = berth_sandbox::tty::open_pty()
                 .map_err(|e| EngineError::Invalid(format!("opening a pty: {e}")))?;
             let dup = |fd: &OwnedFd| fd.try_clone().map_err(io_err("duplicating the pty"));
             c.stdin(Stdio::from(dup(&slave)?))

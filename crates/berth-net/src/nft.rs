@@ -129,15 +129,21 @@ pub fn apply(script: &str) -> Result<()> {
     Err(NetError::Nft(first.to_string()))
 }
 
-/// Whether berth's table exists.
-pub fn table_exists() -> bool {
+/// Whether `nft list <what> ip berth [name]` succeeds: the object exists.
+fn listed(what: &str, name: Option<&str>) -> bool {
     Command::new(nft())
-        .args(["list", "table", "ip", TABLE])
+        .args(["list", what, "ip", TABLE])
+        .args(name)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
+}
+
+/// Whether berth's table exists.
+pub fn table_exists() -> bool {
+    listed("table", None)
 }
 
 /// Creates berth's table unless it exists (and adds what a table made by
@@ -146,14 +152,7 @@ pub fn ensure_table() -> Result<()> {
     if !table_exists() {
         return apply(&format!("{DEFINITION}{ISOLATE}"));
     }
-    let has_isolate = Command::new(nft())
-        .args(["list", "chain", "ip", TABLE, "isolate"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if has_isolate {
+    if listed("chain", Some("isolate")) {
         return Ok(());
     }
     // The bridges the table already has stay reachable within themselves.

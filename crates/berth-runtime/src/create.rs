@@ -61,16 +61,15 @@ impl Drop for Undo {
     }
 }
 
-/// Keeps descriptors 3..3+n open into the container, and makes sure no
-/// other inherited descriptor leaks into it.
+/// Keeps descriptors 3..3+n open into the container (main made every
+/// inherited descriptor close-on-exec, and the container's process closes
+/// all others: `berth_sandbox::fds`).
 pub(crate) fn prepare_fds(preserve: u32) -> Result<()> {
-    let keep_below = 3 + preserve as i32;
-    for fd in 3..keep_below {
+    for fd in 3..3 + preserve as i32 {
         berth_sandbox::sys::set_cloexec(fd, false)
             .map_err(io_err(format!("--preserve-fds: descriptor {fd}")))?;
     }
-    berth_sandbox::fds::cloexec_from(keep_below)
-        .map_err(io_err("marking descriptors close-on-exec"))
+    Ok(())
 }
 
 /// The spec's resources plus, as runc, device rules allowing the spec's
@@ -266,7 +265,7 @@ fn spawn_vm_host(
     let mut c = crate::vm::host_command(store, id, gate.as_raw_fd())?;
     let mut master = None;
     if terminal {
-        let (m, slave, _) = berth_sandbox::tty::open_pty()
+        let (m, slave) = berth_sandbox::tty::open_pty()
             .map_err(|e| RuntimeError::Unsupported(format!("opening a pty: {e}")))?;
         let dup = |fd: &OwnedFd| fd.try_clone().map_err(io_err("duplicating the pty"));
         c.stdin(std::process::Stdio::from(dup(&slave)?))

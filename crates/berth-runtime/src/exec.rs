@@ -200,7 +200,7 @@ fn exec_vm(
         return crate::vm::exec(store, rec, process);
     }
     let pty = if process.terminal().unwrap_or(false) {
-        let (m, s, _) = berth_sandbox::tty::open_pty()
+        let (m, s) = berth_sandbox::tty::open_pty()
             .map_err(|e| RuntimeError::Unsupported(format!("opening a pty: {e}")))?;
         Some((m, s))
     } else {

@@ -294,7 +294,7 @@ pub(crate) fn finish(
         let (master, slave) = if t.console {
             crate::tty::open_container_pty()?
         } else {
-            let (m, s, _) = crate::tty::open_pty()?;
+            let (m, s) = crate::tty::open_pty()?;
             (m, s)
         };
         send(sock, MSG_PTY, "", Some(&master));

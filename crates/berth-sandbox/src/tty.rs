@@ -4,7 +4,7 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 
 use nix::fcntl::OFlag;
-use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
+use nix::pty::{grantpt, posix_openpt, unlockpt};
 
 use crate::SetupError;
 
@@ -18,20 +18,19 @@ fn fail(step: &'static str) -> impl FnOnce(nix::errno::Errno) -> SetupError {
 /// Opens a pty pair inside the container (after pivot_root) and bind-mounts
 /// the slave over `/dev/console`. Returns (master, slave).
 pub fn open_container_pty() -> Result<(OwnedFd, OwnedFd), SetupError> {
-    let (master, slave, _) = open_pty()?;
+    let (master, slave) = open_pty()?;
     crate::guards::bind_console(&slave)?;
     Ok((master, slave))
 }
 
 /// Opens a pty pair from the `/dev/ptmx` of the calling process's mount
 /// namespace, leaving `/dev/console` alone (for a process exec'd into a
-/// running container). Returns (master, slave, slave path).
-pub fn open_pty() -> Result<(OwnedFd, OwnedFd, String), SetupError> {
+/// running container). Returns (master, slave).
+pub fn open_pty() -> Result<(OwnedFd, OwnedFd), SetupError> {
     let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
         .map_err(fail("opening /dev/ptmx"))?;
     grantpt(&master).map_err(fail("grantpt"))?;
     unlockpt(&master).map_err(fail("unlockpt"))?;
-    let name = ptsname_r(&master).map_err(fail("ptsname"))?;
     // The peer of this master, with no path lookup a container could
     // redirect (CVE-2025-52565).
     let slave = crate::sys::pty_peer(
@@ -49,5 +48,5 @@ pub fn open_pty() -> Result<(OwnedFd, OwnedFd, String), SetupError> {
             step: "duplicating the pty master".into(),
             source,
         })?;
-    Ok((master, slave, name))
+    Ok((master, slave))
 }

@@ -370,7 +370,7 @@ fn boot(l: &Launch, snapshot: Option<&Path>) -> Result<Vm, VmError> {
         .map_err(|e| io_err("creating a pipe")(e.into()))?;
     let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| io_err("creating a pipe")(e.into()))?;
-    // The disks go to QEMU open (see qemu::Drive::fd).
+    // The disks go to QEMU open (see qemu::Drive::fds).
     let mut disks = Vec::new();
     for d in &mut machine.drives {
         for write in [false, true]
