@@ -32,3 +32,25 @@ pub fn with_open_fds(mut c: Command, dir: &Path) -> Command {
     }
     c
 }
+
+/// What an attacker who can see process `pid` gets of its binary: an
+/// `O_PATH` descriptor of `/proc/PID/exe`, and whether the mount it lies
+/// on is read-only (CVE-2019-5736: it must be, for berth's processes).
+pub fn binary_of(pid: u32) -> std::io::Result<(std::fs::File, bool)> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(format!("/proc/{pid}/exe"))?;
+    // SAFETY: fstatvfs writes one statvfs struct into a zeroed local; the
+    // descriptor is open for the call.
+    let st = unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        if libc::fstatvfs(f.as_raw_fd(), &mut st) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        st
+    };
+    Ok((f, st.f_flag & libc::ST_RDONLY != 0))
+}

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use berth_fixtures::attack::with_open_fds;
+use berth_fixtures::attack::{binary_of, with_open_fds};
 
 use crate::common::*;
 
@@ -73,34 +73,19 @@ fn cve_2019_5736_runtime_exec_runs_from_a_sealed_binary() {
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(500));
-    let exe = format!("/proc/{}/exe", slow.id());
-    let view = nix::fcntl::open(
-        exe.as_str(),
-        nix::fcntl::OFlag::O_PATH,
-        nix::sys::stat::Mode::empty(),
-    )
-    .unwrap();
-    let flags = nix::sys::statvfs::fstatvfs(&view).unwrap().flags();
-    assert!(
-        flags.contains(nix::sys::statvfs::FsFlags::ST_RDONLY),
-        "{exe}: {flags:?}"
-    );
+    let (_, read_only) = binary_of(slow.id()).unwrap();
+    assert!(read_only, "berth-runtime exec runs from a writable binary");
     slow.wait().unwrap();
     // The init, a copy of the runtime until `start`, runs from the sealed
     // view too.
     env.create("s2", &s, &[]).ok();
     let init = env.state("s2")["pid"].as_i64().unwrap();
     assert!(
-        is_ro(&format!("/proc/{init}/exe")),
+        binary_of(init as u32).unwrap().1,
         "the created init's binary is writable"
     );
     env.rt(&["delete", "--force", "s2"]).ok();
     env.rt(&["delete", "--force", "s1"]).ok();
-}
-
-fn is_ro(path: &str) -> bool {
-    nix::sys::statvfs::statvfs(path)
-        .is_ok_and(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
 }
 
 #[test]

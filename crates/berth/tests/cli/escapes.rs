@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use berth_fixtures::attack::with_open_fds;
+use berth_fixtures::attack::{binary_of, with_open_fds};
 
 use crate::common::*;
 
@@ -119,18 +119,8 @@ fn cve_2019_5736_exec_never_exposes_the_host_binary() {
     // exec ended (EROFS; ETXTBSY while another berth runs).
     let mut slow = env.cmd().args(["exec", "c", "sleep", "2"]).spawn().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(500));
-    let exe = format!("/proc/{}/exe", slow.id());
-    let view = nix::fcntl::open(
-        exe.as_str(),
-        nix::fcntl::OFlag::O_PATH,
-        nix::sys::stat::Mode::empty(),
-    )
-    .unwrap();
-    let flags = nix::sys::statvfs::fstatvfs(&view).unwrap().flags();
-    assert!(
-        flags.contains(nix::sys::statvfs::FsFlags::ST_RDONLY),
-        "{exe}: {flags:?}"
-    );
+    let (view, read_only) = binary_of(slow.id()).unwrap();
+    assert!(read_only, "berth exec runs from a writable binary");
     slow.wait().unwrap();
     let reopen = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&view));
     let err = std::fs::OpenOptions::new()
